@@ -1,0 +1,154 @@
+"""The default backend: a YOLOv8-layout ONNX model run by onnxruntime, numpy pre/post-processing."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+from pydantic import Field
+
+from edge.detect.base import (
+    Detection,
+    Detector,
+    DetectorConfig,
+    FrameBGR,
+    class_filter,
+    register_backend,
+    resolve_thresholds,
+)
+from edge.detect.letterbox import letterbox, scale_boxes_to_frame, to_input_tensor
+from edge.detect.metadata import ModelMetadata, ModelMetadataError, read_model_metadata
+from edge.detect.postprocess import non_max_suppression
+
+log = logging.getLogger(__name__)
+
+
+class OnnxDetectorConfig(DetectorConfig):
+    """Settings of the onnxruntime backend."""
+
+    type: Literal["onnx"] = Field(default="onnx", title="Backend", description="Always 'onnx'.")
+    model: Path = Field(title="Model file", description="Path to the .onnx file.")
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        title="Intra-op threads",
+        description="onnxruntime threads per inference; default: the number of CPU cores.",
+    )
+    providers: list[str] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        min_length=1,
+        title="Execution providers",
+        description="onnxruntime providers in order of preference.",
+    )
+
+
+def session_for(model: Path, threads: int | None, providers: list[str]) -> ort.InferenceSession:
+    """An onnxruntime session with the given thread count (default: all cores)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(model), sess_options=opts, providers=providers)
+
+
+class OnnxDetector(Detector):
+    """Letterbox, run the ONNX model, decode, NMS, threshold per class, map back to the frame."""
+
+    def __init__(self, config: OnnxDetectorConfig) -> None:
+        if not config.model.is_file():
+            raise FileNotFoundError(f"detector model not found: {config.model}")
+        self.config = config
+        self._session = session_for(config.model, config.threads, config.providers)
+        props = dict(self._session.get_modelmeta().custom_metadata_map)
+        self.metadata: ModelMetadata = read_model_metadata(config.model, props)
+        inp = self._session.get_inputs()[0]
+        self._input_name = inp.name
+        half = "float16" in inp.type
+        self._input_dtype: type[np.floating[Any]] = np.float16 if half else np.float32
+        static_hw = tuple(inp.shape[2:4])
+        if all(isinstance(s, int) for s in static_hw) and static_hw != self.metadata.input_size:
+            raise ModelMetadataError(
+                f"{config.model}: input is {static_hw} but metadata says {self.metadata.input_size}"
+            )
+        self._classes = tuple(self.metadata.classes)
+        self._thresholds = resolve_thresholds(self._classes, self.metadata.thresholds, config)
+        self._wanted = class_filter(self._classes, config)
+        log.info(
+            "onnx detector %s: classes=%s input=%s threads=%s",
+            self.metadata.model_version,
+            ",".join(self._classes),
+            self.metadata.input_size,
+            self._session.get_session_options().intra_op_num_threads,
+        )
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self._classes
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.metadata.input_size
+
+    @property
+    def model_version(self) -> str:
+        return self.metadata.model_version
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The operating confidence threshold in force for each class."""
+        return {c: float(t) for c, t in zip(self._classes, self._thresholds, strict=True)}
+
+    def raw_output(self, frame_bgr: FrameBGR) -> NDArray[np.float32]:
+        """The network's output for one frame, ``(4 + classes, anchors)`` in input pixels."""
+        img, _ = letterbox(frame_bgr, self.input_size)
+        out = self._session.run(None, {self._input_name: to_input_tensor(img, self._input_dtype)})
+        return np.asarray(out[0][0], dtype=np.float32)
+
+    def predict_array(
+        self,
+        frame_bgr: FrameBGR,
+        conf_thres: float,
+        iou_thres: float | None = None,
+        *,
+        multi_label: bool = False,
+        max_det: int | None = None,
+    ) -> NDArray[np.float32]:
+        """Detections ``(n, 6)`` = x1 y1 x2 y2 conf cls in frame pixels, one threshold for all."""
+        det = non_max_suppression(
+            self.raw_output(frame_bgr),
+            conf_thres,
+            self.config.iou if iou_thres is None else iou_thres,
+            multi_label=multi_label,
+            max_det=self.config.max_det if max_det is None else max_det,
+        )
+        det[:, :4] = scale_boxes_to_frame(det[:, :4], self.input_size, frame_bgr.shape[:2])
+        return det
+
+    def detect(self, frame_bgr: FrameBGR) -> list[Detection]:
+        det = self.predict_array(frame_bgr, float(self._thresholds.min()))
+        cls = det[:, 5].astype(np.int64)
+        det = det[(det[:, 4] > self._thresholds[cls]) & self._wanted[cls]]
+        return [
+            Detection(
+                class_name=self._classes[int(c)],
+                class_id=int(c),
+                confidence=float(s),
+                x1=float(x1),
+                y1=float(y1),
+                x2=float(x2),
+                y2=float(y2),
+            )
+            for x1, y1, x2, y2, s, c in det.tolist()
+        ]
+
+    def close(self) -> None:
+        del self._session
+
+
+register_backend("onnx", OnnxDetectorConfig, OnnxDetector)

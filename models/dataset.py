@@ -1,0 +1,268 @@
+"""Build the detector's training data: real garbage photos plus manhole composites, one class map.
+
+Output (under ``out_dir``), all YOLO format, built deterministically from ``seed``:
+
+- ``gridwatch-det/`` – what ``train`` uses. ``images/train``: every street-garbage train photo
+  (symlinked as is), a share of them replaced by a copy with 1–2 train-split manhole covers
+  composited in, plus each train crop as a full-frame example. ``val``/``test``: the
+  street-garbage photos of that split unchanged, plus a composite copy of each with covers from
+  that split's crops, plus that split's crops as full-frame examples.
+- ``manhole-composite/`` – only the composite and full-frame images of each split (symlinks into
+  ``gridwatch-det``), to report manhole metrics on composites, labelled as such.
+- ``manifest.json`` – the spec, the crop split and, per generated image, what was placed where.
+
+Street-garbage val/test photos are evaluated from the shared folder itself (unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from simulators.composite import (
+    CLASSES,
+    SPLITS,
+    CropRef,
+    PlacedObject,
+    Split,
+    composite_scene,
+    datasets_root,
+    full_frame_example,
+    list_crops,
+    read_image,
+    read_yolo_boxes,
+    rng_for,
+    split_crops,
+    yolo_line,
+)
+
+log = logging.getLogger(__name__)
+
+TRAIN_SET = "gridwatch-det"
+COMPOSITE_SET = "manhole-composite"
+GARBAGE_SET = "street-garbage"
+CROPS_SET = "manhole-crops"
+COMPOSITE_PREFIX = "mc_"
+FULLFRAME_PREFIX = "mf_"
+JPEG_QUALITY = 92
+
+
+class DatasetSpec(BaseModel):
+    """What to build and from where; everything that changes the output is here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    datasets: Path | None = Field(
+        default=None,
+        description="Shared datasets root; default $GW_DATASETS or ../shared/datasets.",
+    )
+    out_dir: Path = Field(description="Where the built data sets go.")
+    seed: int = Field(default=0, description="Seed for the crop split and every composite.")
+    composite_share: float = Field(
+        default=0.6, ge=0, le=1, description="Share of garbage train photos given manhole covers."
+    )
+    covers_per_image: tuple[int, int] = Field(
+        default=(1, 2), description="Inclusive range of covers placed per composite image."
+    )
+    crops_val: int = Field(default=8, ge=1, description="Val crops per condition folder.")
+    crops_test: int = Field(default=8, ge=1, description="Test crops per condition folder.")
+    limit: int | None = Field(
+        default=None, ge=1, description="Use at most this many scenes per split (smoke tests)."
+    )
+
+
+class BuiltDataset(BaseModel):
+    """Where the built data sets are."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train_yaml: Path
+    composite_yaml: Path
+    garbage_yaml: Path
+    manifest: Path
+    counts: dict[str, dict[str, int]]
+
+
+def _write_yaml(path: Path, names: Sequence[str], splits: Sequence[str]) -> None:
+    doc = {
+        "path": str(path.parent.resolve()),
+        **{s: f"images/{s}" for s in splits},
+        "nc": len(names),
+        "names": dict(enumerate(names)),
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+
+def _link(src: Path, dst: Path) -> None:
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    os.symlink(src.resolve(), dst)
+
+
+def _labels(objects: Sequence[PlacedObject], hw: tuple[int, int]) -> str:
+    ids = {n: i for i, n in enumerate(CLASSES)}
+    return "".join(yolo_line(ids[o.class_name], o.box, hw) + "\n" for o in objects)
+
+
+def _existing_objects(
+    garbage: Path, split: str, stem: str, hw: tuple[int, int]
+) -> tuple[list[PlacedObject], list[tuple[float, float, float, float]]]:
+    """The scene's garbage labels, and every box to keep clear (incl. the original bin boxes)."""
+    boxes = read_yolo_boxes(garbage / "labels" / split / f"{stem}.txt", hw)
+    objects = [
+        PlacedObject(
+            class_name="garbage",
+            box=(round(b[0]), round(b[1]), round(b[2]), round(b[3])),
+            source="street-garbage",
+        )
+        for c, b in boxes
+        if c == 0
+    ]
+    original = read_yolo_boxes(garbage / "labels_original_3class" / split / f"{stem}.txt", hw)
+    avoid = [b for _, b in boxes] + [b for _, b in original]
+    return objects, avoid
+
+
+def _pick_covers(rng: np.random.Generator, crops: Sequence[CropRef], count: int) -> list[CropRef]:
+    """``count`` crops, class first (uniform over manhole classes) then a crop of that class."""
+    by_class: dict[str, list[CropRef]] = {}
+    for c in crops:
+        by_class.setdefault(c.class_name, []).append(c)
+    classes = sorted(by_class)
+    picks = []
+    for _ in range(count):
+        group = by_class[classes[int(rng.integers(len(classes)))]]
+        picks.append(group[int(rng.integers(len(group)))])
+    return picks
+
+
+def build_dataset(spec: DatasetSpec) -> BuiltDataset:
+    """Build ``gridwatch-det`` and ``manhole-composite`` under ``spec.out_dir``; see module doc."""
+    root = datasets_root(spec.datasets)
+    garbage, crops_root = root / GARBAGE_SET, root / CROPS_SET
+    if not (garbage / "images").is_dir():
+        raise FileNotFoundError(f"street-garbage data set not found under {root}")
+    out = spec.out_dir.resolve()
+    train_dir, comp_dir = out / TRAIN_SET, out / COMPOSITE_SET
+    for d in (train_dir, comp_dir):
+        if d.exists():
+            shutil.rmtree(d)
+    crop_split = split_crops(list_crops(crops_root), spec.seed, spec.crops_val, spec.crops_test)
+    crop_cache: dict[Path, np.ndarray] = {}
+
+    def crop_image(ref: CropRef) -> np.ndarray:
+        if ref.path not in crop_cache:
+            crop_cache[ref.path] = read_image(ref.path)
+        return crop_cache[ref.path]
+
+    manifest: dict[str, object] = {
+        "spec": json.loads(spec.model_dump_json()),
+        "datasets_root": str(root),
+        "classes": list(CLASSES),
+        "crop_split": {s: [c.name for c in crop_split[s]] for s in SPLITS},
+        "images": {},
+    }
+    images: dict[str, list[dict[str, object]]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        n_split = _build_split(
+            split, spec, garbage, crop_split[split], crop_image, train_dir, comp_dir, images
+        )
+        counts[split] = n_split
+    manifest["images"] = images
+    manifest["counts"] = counts
+    _write_yaml(train_dir / "data.yaml", CLASSES, SPLITS)
+    _write_yaml(comp_dir / "data.yaml", CLASSES, SPLITS)
+    manifest_path = out / "manifest.json"
+    manifest_path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    log.info("built data sets under %s: %s", out, counts)
+    return BuiltDataset(
+        train_yaml=train_dir / "data.yaml",
+        composite_yaml=comp_dir / "data.yaml",
+        garbage_yaml=garbage / "data.yaml",
+        manifest=manifest_path,
+        counts=counts,
+    )
+
+
+def _build_split(
+    split: Split,
+    spec: DatasetSpec,
+    garbage: Path,
+    crops: Sequence[CropRef],
+    crop_image: Callable[[CropRef], np.ndarray],
+    train_dir: Path,
+    comp_dir: Path,
+    images: dict[str, list[dict[str, object]]],
+) -> dict[str, int]:
+    """Write one split of both data sets; returns image and object counts."""
+    img_out, lab_out = train_dir / "images" / split, train_dir / "labels" / split
+    cimg_out, clab_out = comp_dir / "images" / split, comp_dir / "labels" / split
+    for d in (img_out, lab_out, cimg_out, clab_out):
+        d.mkdir(parents=True, exist_ok=True)
+    scenes = sorted((garbage / "images" / split).glob("*.jpg"))
+    if spec.limit is not None:
+        scenes = scenes[: spec.limit]
+    counts: Counter[str] = Counter()
+    records: list[dict[str, object]] = []
+    for i, scene_path in enumerate(scenes):
+        rng = rng_for(spec.seed, f"scene-{split}", i)
+        stem = scene_path.stem
+        label_src = garbage / "labels" / split / f"{stem}.txt"
+        with_covers = split != "train" or rng.random() < spec.composite_share
+        keep_original = split != "train" or not with_covers
+        if keep_original:
+            _link(scene_path, img_out / scene_path.name)
+            text = label_src.read_text(encoding="utf-8") if label_src.is_file() else ""
+            (lab_out / f"{stem}.txt").write_text(text, encoding="utf-8")
+            counts["images_original"] += 1
+        if not with_covers:
+            continue
+        scene = read_image(scene_path)
+        hw = (scene.shape[0], scene.shape[1])
+        objects, avoid = _existing_objects(garbage, split, stem, hw)
+        n = int(rng.integers(spec.covers_per_image[0], spec.covers_per_image[1] + 1))
+        picks = _pick_covers(rng, crops, n)
+        img, placed = composite_scene(scene, [(c, crop_image(c)) for c in picks], rng, avoid)
+        name = f"{COMPOSITE_PREFIX}{stem}"
+        cv2.imwrite(str(img_out / f"{name}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        (lab_out / f"{name}.txt").write_text(_labels(objects + placed, hw), encoding="utf-8")
+        _link(img_out / f"{name}.jpg", cimg_out / f"{name}.jpg")
+        _link(lab_out / f"{name}.txt", clab_out / f"{name}.txt")
+        counts["images_composite"] += 1
+        counts.update(o.class_name for o in placed)
+        records.append(
+            {
+                "image": f"{name}.jpg",
+                "scene": scene_path.name,
+                "objects": [o.model_dump() for o in objects + placed],
+            }
+        )
+    if spec.limit is not None:
+        crops = list(crops)[:: max(1, len(crops) // spec.limit)][: spec.limit]
+    for j, ref in enumerate(crops):
+        rng = rng_for(spec.seed, f"full-{split}", j)
+        img, obj = full_frame_example(crop_image(ref), rng)
+        obj = obj.model_copy(update={"class_name": ref.class_name, "source": ref.name})
+        name = f"{FULLFRAME_PREFIX}{ref.folder}_{ref.path.stem}"
+        cv2.imwrite(str(img_out / f"{name}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        (lab_out / f"{name}.txt").write_text(
+            _labels([obj], (img.shape[0], img.shape[1])), encoding="utf-8"
+        )
+        _link(img_out / f"{name}.jpg", cimg_out / f"{name}.jpg")
+        _link(lab_out / f"{name}.txt", clab_out / f"{name}.txt")
+        counts["images_fullframe"] += 1
+        counts[ref.class_name] += 1
+        records.append({"image": f"{name}.jpg", "crop": ref.name, "objects": [obj.model_dump()]})
+    images[split] = records
+    return dict(counts)
