@@ -1,0 +1,109 @@
+"""Load YAML files into pydantic models, with errors that name the file, the key and what was expected."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A configuration file is unreadable or invalid; the message says where and why."""
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = Path(path)
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration in {self.path}:\n{lines}")
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic error location as a YAML key path, e.g. ``cameras[2].zones``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def describe_validation_error(err: ValidationError) -> list[str]:
+    """One line per problem: the key path, what was wrong, and what was given."""
+    problems = []
+    for e in err.errors(include_url=False):
+        given = e.get("input")
+        shown = repr(given) if not isinstance(given, dict | list) else type(given).__name__
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        problems.append(f"{key_path(tuple(e['loc']))}: {e['msg']} (got {shown})")
+    return problems
+
+
+def expand_env(value: Any, path: Path, where: str = "") -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` with environment variables; a missing one is an error."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name not in os.environ:
+                if default is not None:
+                    return default
+                raise ConfigError(
+                    path, [f"{where or '(top level)'}: environment variable {name} is not set"]
+                )
+            return os.environ[name]
+
+        return _PLACEHOLDER.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, path, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, path, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; syntax errors become a ConfigError with the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read file: {exc.strerror or exc}"]) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(path, [f"{where}YAML syntax error: {getattr(exc, 'problem', exc)}"]) from exc
+
+
+def validate(model: type[M], data: Any, path: Path, context: dict[str, Any] | None = None) -> M:
+    """Validate parsed data against a model, turning pydantic errors into a ConfigError."""
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(path, describe_validation_error(exc)) from exc
+
+
+def load_yaml_model(model: type[M], path: Path | str, *, env: bool = True) -> M:
+    """Read a YAML file, fill ``${ENV}`` placeholders and validate it as ``model``."""
+    p = Path(path)
+    data = read_yaml(p)
+    if data is None:
+        raise ConfigError(p, ["the file is empty"])
+    if env:
+        data = expand_env(data, p)
+    return validate(model, data, p, context={"base_dir": p.parent})
+
+
+def placeholders(path: Path | str) -> set[str]:
+    """The environment variables a YAML file asks for (without a default)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return {m.group(1) for m in _PLACEHOLDER.finditer(text) if m.group(2) is None}

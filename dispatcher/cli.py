@@ -1,0 +1,59 @@
+"""``gridwatch dispatcher …``: run the dispatcher service (bus consumer + HTTP API)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="The dispatcher: events in, tickets out, HTTP API and web pages.",
+                  no_args_is_help=True)
+log = logging.getLogger(__name__)
+
+
+@app.command("run")
+def run(
+    site: Annotated[Path, typer.Option(envvar="GW_SITE", help="site YAML file")],
+    state_dir: Annotated[Path, typer.Option(envvar="GW_STATE_DIR", help="state folder")] = Path(
+        "state/dispatcher"
+    ),
+    host: Annotated[str, typer.Option(envvar="GW_HTTP_HOST", help="HTTP bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="GW_HTTP_PORT", help="HTTP port")] = 8000,
+    influx_url: Annotated[str, typer.Option(envvar="GW_INFLUX_URL")] = "http://127.0.0.1:8086",
+    influx_db: Annotated[str, typer.Option(envvar="GW_INFLUX_DB")] = "gridwatch",
+    db_url: Annotated[
+        str | None, typer.Option(envvar="GW_DB_URL", help="SQLAlchemy URL (default: SQLite)")
+    ] = None,
+    client_id: Annotated[
+        str, typer.Option(envvar="GW_MQTT_CLIENT_ID", help="MQTT client id, unique per process")
+    ] = "dispatcher-1",
+) -> None:
+    """Run one dispatcher process until Ctrl-C (or SIGTERM)."""
+    import uvicorn
+
+    from config.loader import ConfigError
+    from config.logs import setup_logging
+    from config.site import load_site
+    from dispatcher.api.app import create_app
+    from dispatcher.service import Dispatcher
+    from dispatcher.settings import DispatcherSettings
+
+    setup_logging()
+    try:
+        settings = DispatcherSettings(
+            site=site, state_dir=state_dir, http_host=host, http_port=port,
+            influx_url=influx_url, influx_db=influx_db, db_url=db_url, mqtt_client_id=client_id,
+        )
+        site_cfg = load_site(settings.site)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    dispatcher = Dispatcher(settings, site_cfg)
+    dispatcher.start(wait_s=None)
+    try:
+        uvicorn.run(create_app(dispatcher), host=host, port=port, log_config=None,
+                    access_log=False)
+    finally:
+        dispatcher.stop()

@@ -1,0 +1,219 @@
+"""Pushes to workers and supervisors, shipped from the audit table after each commit.
+
+Every transition's audit row is also the record of what must be pushed: a shipper thread
+turns unpushed rows into messages, publishes them (QoS 1) and marks the rows pushed once the
+broker acknowledged every message. A crash between commit and push only delays the push.
+The web app receives the same messages: each dispatcher process subscribes to the worker
+topics and fans them out to its server-sent-event clients (see ``PushHub``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, select, update
+
+from broker import topics
+from broker.client import Delivery, Published
+from broker.messages import Message, SupervisorAlert, TicketAction, TicketPush
+from config.site import GeoPoint, Site
+from dispatcher.assign import supervisor_for
+from dispatcher.lifecycle import Transition
+from dispatcher.store.schema import audit, tickets
+
+log = logging.getLogger(__name__)
+
+_WORKER_ACTION: dict[str, TicketAction] = {
+    Transition.ASSIGNED: "assigned",
+    Transition.REASSIGNED: "assigned",
+    Transition.REOPENED: "reopened",
+    Transition.REMINDED: "reminder",
+    Transition.CANCELLED: "cancelled",
+    Transition.VERIFIED: "closed",
+    Transition.REJECTED: "closed",
+    Transition.ACCEPTED: "updated",
+    Transition.ARRIVED: "updated",
+    Transition.RESOLVED: "updated",
+    Transition.ESCALATED: "escalated",
+}
+
+
+class Publisher(Protocol):
+    """What the shipper needs from the bus."""
+
+    def publish(
+        self, topic: str, payload: Message | bytes, *, qos: int = 1, retain: bool = False
+    ) -> Published: ...
+
+
+def pushes_for(
+    row: Mapping[str, Any], ticket: Mapping[str, Any], site: Site
+) -> list[tuple[str, Message]]:
+    """The messages one audit row causes: to the new worker, the previous one, the supervisor."""
+    transition = Transition(row["transition"])
+    out: list[tuple[str, Message]] = []
+
+    def ticket_push(worker_id: str, action: TicketAction) -> None:
+        out.append(
+            (
+                topics.worker_tickets(worker_id),
+                TicketPush(
+                    ticket_id=str(ticket["id"]),
+                    worker_id=worker_id,
+                    action=action,
+                    status=row["to_status"],
+                    category=ticket["category"],
+                    priority=ticket["priority"],
+                    grid_id=ticket["grid_id"],
+                    position=GeoPoint(lat=ticket["lat"], lon=ticket["lon"]),
+                    opened_at=ticket["opened_at"],
+                    deadline=ticket["deadline"],
+                    note=(row["reason"] or None) and str(row["reason"])[:500],
+                    ts=row["at"],
+                ),
+            )
+        )
+
+    def alert(reason: str) -> None:
+        sup = supervisor_for(site, ticket["street_id"])
+        if sup is None:
+            return
+        out.append(
+            (
+                topics.supervisor_alerts(sup),
+                SupervisorAlert(
+                    supervisor_id=sup,
+                    ticket_id=str(ticket["id"]),
+                    reason=reason,  # type: ignore[arg-type]
+                    category=ticket["category"],
+                    grid_id=ticket["grid_id"],
+                    note=(row["reason"] or None) and str(row["reason"])[:500],
+                    ts=row["at"],
+                ),
+            )
+        )
+
+    worker, previous = row["worker_id"], row["from_worker_id"]
+    if previous and previous != worker and transition in (
+        Transition.REASSIGNED,
+        Transition.UNASSIGNED,
+        Transition.DECLINED,
+    ):
+        ticket_push(previous, "unassigned")
+    action = _WORKER_ACTION.get(transition)
+    if worker and action and transition is not Transition.ESCALATED:
+        ticket_push(worker, action)
+    if transition is Transition.OPENED and site.categories[ticket["category"]].notify_supervisor:
+        alert("safety")
+    if transition is Transition.ESCALATED:
+        alert("no_worker" if worker is None else "escalated")
+    return out
+
+
+class PushShipper:
+    """Background thread: unpushed audit rows → MQTT messages → marked pushed after PUBACK."""
+
+    def __init__(self, engine: Engine, site: Site, bus: Publisher, batch: int = 500) -> None:
+        self.engine, self.site, self.bus, self.batch = engine, site, bus, batch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="push-shipper", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            try:
+                while self.ship_once() == self.batch and not self._stop.is_set():
+                    pass
+            except Exception:
+                log.exception("push shipping failed; will retry")
+                self._stop.wait(2)
+
+    def ship_once(self, ack_timeout_s: float = 10) -> int:
+        """Publish one batch of pending pushes; return how many audit rows were shipped."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(audit, tickets)
+                    .join(tickets, tickets.c.id == audit.c.ticket_id)
+                    .where(audit.c.pushed.is_(False))
+                    .order_by(audit.c.id)
+                    .limit(self.batch)
+                )
+                .mappings()
+                .all()
+            )
+        if not rows:
+            return 0
+        pending: list[Published] = []
+        done_ids: list[int] = []
+        for row in rows:
+            ticket = {k: row[tickets.c[k]] for k in tickets.c.keys()}
+            a = {k: row[audit.c[k]] for k in audit.c.keys()}
+            for topic, msg in pushes_for(a, ticket, self.site):
+                pending.append(self.bus.publish(topic, msg))
+            done_ids.append(a["id"])
+        deadline = time.monotonic() + ack_timeout_s
+        while not all(p.done() for p in pending):
+            if time.monotonic() > deadline or self._stop.is_set():
+                log.warning("pushes not acknowledged yet; will resend (%d rows)", len(done_ids))
+                return 0
+            time.sleep(0.005)
+        with self.engine.begin() as conn:
+            conn.execute(update(audit).where(audit.c.id.in_(done_ids)).values(pushed=True))
+        self.sent += len(pending)
+        return len(done_ids)
+
+
+class PushHub:
+    """Fan-out of ticket pushes to the web app's live connections (server-sent events)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: dict[str, list[queue.Queue[bytes]]] = defaultdict(list)
+
+    def subscribe(self, worker_id: str) -> queue.Queue[bytes]:
+        q: queue.Queue[bytes] = queue.Queue(maxsize=1000)
+        with self._lock:
+            self._subscribers[worker_id].append(q)
+        return q
+
+    def unsubscribe(self, worker_id: str, q: queue.Queue[bytes]) -> None:
+        with self._lock:
+            subs = self._subscribers.get(worker_id, [])
+            if q in subs:
+                subs.remove(q)
+
+    def deliver(self, delivery: Delivery) -> None:
+        """MQTT handler for ``gw/v1/worker/+/tickets``: hand the payload to that worker's streams."""
+        parts = delivery.topic.split("/")
+        worker_id = parts[3] if len(parts) == 5 else ""
+        with self._lock:
+            subs = list(self._subscribers.get(worker_id, ()))
+        for q in subs:
+            try:
+                q.put_nowait(delivery.payload)
+            except queue.Full:
+                log.warning("web push queue full; dropping a live update", extra={"worker_id": worker_id})
+        delivery.ack()

@@ -1,0 +1,294 @@
+"""The dispatcher process: wires the bus, intake, ticket store, shippers and worker actions together."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.engine import RowMapping
+
+from broker import topics
+from broker.client import BusClient, BusSettings, Delivery
+from broker.messages import CommandResult, DeviceStatus, MessageError
+from broker.mosquitto import DISPATCHER_ACCOUNT
+from config.clock import Clock, SystemClock
+from config.site import Site
+from dispatcher import metrics, tickets, verify
+from dispatcher.accounts import seed_users
+from dispatcher.evidence import EvidenceStore
+from dispatcher.intake import Intake
+from dispatcher.lifecycle import Status, Transition
+from dispatcher.push import PushHub, PushShipper
+from dispatcher.settings import DispatcherSettings
+from dispatcher.store.db import make_engine, migrate
+from dispatcher.store.schema import devices, evidence, incidents, verifications
+
+log = logging.getLogger(__name__)
+
+
+class NotYours(PermissionError):
+    """A worker acted on a ticket that is not assigned to them."""
+
+
+@dataclass
+class Dispatcher:
+    """One dispatcher process. ``start()`` connects and begins work; ``stop()`` ends it."""
+
+    settings: DispatcherSettings
+    site: Site
+    clock: Clock = SystemClock()  # noqa: RUF009 - stateless and immutable
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = make_engine(s.database_url)
+        migrate(self.engine)
+        with self.engine.begin() as conn:
+            seed_users(
+                conn,
+                self.site,
+                self.clock.now(),
+                s.admin_password.get_secret_value() if s.admin_password else None,
+            )
+        self.evidence = EvidenceStore(s.state_dir / "evidence")
+        self.bus = BusClient(
+            BusSettings(
+                client_id=s.mqtt_client_id,
+                host=self.site.broker.host,
+                port=self.site.broker.port,
+                username=DISPATCHER_ACCOUNT,
+                password=self.site.broker.dispatcher_password,
+                manual_ack=True,
+            )
+        )
+        self.hub = PushHub()
+        self.pushes = PushShipper(self.engine, self.site, self.bus)
+        self.influx = metrics.connect(
+            s.influx_url,
+            s.influx_db,
+            token=s.influx_token.get_secret_value() if s.influx_token else None,
+            org=s.influx_org,
+            username=s.influx_username,
+            password=s.influx_password.get_secret_value() if s.influx_password else None,
+        )
+        self.metrics = metrics.MetricsShipper(self.engine, self.influx)
+        self.intake = Intake(
+            self.engine, self.site, self.clock, self.evidence, on_committed=self.committed
+        )
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, wait_s: float | None = 15) -> None:
+        self.bus.subscribe(topics.shared(topics.all_edge("event")), self.intake.submit)
+        self.bus.subscribe(topics.shared(topics.all_edge("cmd/result")), self._on_result)
+        self.bus.subscribe(topics.all_edge("status"), self._on_status)
+        self.bus.subscribe(f"{topics.ROOT}/worker/+/tickets", self.hub.deliver)
+        self.intake.start()
+        self.pushes.start()
+        self.metrics.start()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="sweeper", daemon=True)
+        self._sweeper.start()
+        self.bus.start(wait_s=wait_s)
+        log.info("dispatcher %s started", self.settings.mqtt_client_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.intake.stop()
+        self.bus.stop()
+        self.pushes.stop()
+        self.metrics.stop()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
+        self.engine.dispose()
+        log.info("dispatcher %s stopped", self.settings.mqtt_client_id)
+
+    def committed(self) -> None:
+        """After any commit that wrote audit rows: ship pushes and points now."""
+        self.pushes.wake()
+        self.metrics.wake()
+
+    # -- worker actions (called by the API) ----------------------------------------------
+    def _own(self, row: RowMapping, worker_id: str | None) -> None:
+        if worker_id is not None and row["worker_id"] != worker_id:
+            raise NotYours(f"ticket {row['id']} is not assigned to {worker_id}")
+
+    def act(
+        self,
+        ticket_id: int,
+        transition: Transition,
+        *,
+        worker_id: str | None,
+        actor: str,
+        reason: str | None = None,
+    ) -> RowMapping:
+        """A plain lifecycle step by a worker (accept, arrived) or a supervisor (worker_id None)."""
+        at = self.clock.now()
+        with self.engine.begin() as conn:
+            self._own(tickets.load(conn, ticket_id), worker_id)
+            row = tickets.apply(conn, ticket_id, transition, at=at, actor=actor, reason=reason)
+        self.committed()
+        return row
+
+    def decline(self, ticket_id: int, *, worker_id: str, reason: str) -> RowMapping:
+        """The worker cannot take it: back to open, then to someone else."""
+        at = self.clock.now()
+        with self.engine.begin() as conn:
+            self._own(tickets.load(conn, ticket_id), worker_id)
+            tickets.apply(
+                conn, ticket_id, Transition.DECLINED, at=at, actor=f"worker:{worker_id}",
+                worker_id=None, reason=reason,
+            )
+            row = tickets.assign(
+                conn, self.site, ticket_id, at=at, actor="system", exclude=frozenset({worker_id}),
+                reason=f"declined by {worker_id}",
+            )
+        self.committed()
+        return row
+
+    def resolve(
+        self, ticket_id: int, *, worker_id: str, photo: bytes | None, note: str | None
+    ) -> RowMapping:
+        """The worker says it is fixed; store the after-photo and ask the cameras to check."""
+        at = self.clock.now()
+        stored = self.evidence.save(photo, "after_photo", at) if photo else None
+        with self.engine.begin() as conn:
+            self._own(tickets.load(conn, ticket_id), worker_id)
+            row = tickets.apply(
+                conn, ticket_id, Transition.RESOLVED, at=at, actor=f"worker:{worker_id}", reason=note
+            )
+            if stored is not None:
+                conn.execute(
+                    insert(evidence).values(
+                        kind="after_photo", path=stored.path, sha256=stored.sha256,
+                        bytes=stored.size, ticket_id=ticket_id, created_at=at,
+                    )
+                )
+            incident = conn.execute(
+                select(incidents).where(incidents.c.id == row["incident_id"])
+            ).mappings().one()
+            commands = verify.verify_commands(self.site, row, incident, at)
+            for cmd in commands:
+                conn.execute(
+                    insert(verifications).values(
+                        command_id=str(cmd.command_id), ticket_id=ticket_id,
+                        camera_id=cmd.camera_id, device_id=cmd.device_id, asked_at=at,
+                    )
+                )
+        for cmd in commands:
+            self.bus.publish(topics.command(cmd.device_id), cmd)
+        self.committed()
+        self.settle(ticket_id)
+        return row
+
+    # -- verification --------------------------------------------------------------------
+    def settle(self, ticket_id: int) -> None:
+        """Apply the verification judgement to a resolved ticket, if one can be made now."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            row = tickets.load(conn, ticket_id)
+            if Status(row["status"]) is not Status.RESOLVED:
+                return
+            asked = conn.execute(
+                select(verifications.c.camera_id, verifications.c.outcome).where(
+                    verifications.c.ticket_id == ticket_id
+                )
+            ).all()
+            category = self.site.categories[row["category"]]
+            judgement = verify.judge(
+                category=category,
+                outcomes={c: o for c, o in asked if o},
+                asked=[c for c, _ in asked],
+                resolved_at=row["resolved_at"],
+                now=now,
+            )
+            transition = verify.transition_for(judgement.verdict)
+            if transition is not None:
+                tickets.apply(
+                    conn, ticket_id, transition, at=now, actor="system", reason=judgement.reason
+                )
+            elif judgement.verdict == "review" and not row["escalated"]:
+                tickets.apply(conn, ticket_id, Transition.ESCALATED, at=now, actor="system",
+                              reason=judgement.reason)
+            else:
+                return
+        self.committed()
+
+    def _on_result(self, d: Delivery) -> None:
+        try:
+            result = CommandResult.from_json(d.payload)
+        except MessageError as exc:
+            log.warning("bad command result on %s: %s", d.topic, exc, extra={"topic": d.topic})
+            d.ack()
+            return
+        outcome = verify.result_outcome(result)
+        if outcome is None:
+            d.ack()
+            return
+        now = self.clock.now()
+        evidence_id = None
+        if result.snapshot is not None:
+            stored = self.evidence.save(result.snapshot.jpeg(), "verify", now)
+        with self.engine.begin() as conn:
+            if result.snapshot is not None:
+                evidence_id = conn.execute(
+                    insert(evidence).values(
+                        kind="verify", path=stored.path, sha256=stored.sha256, bytes=stored.size,
+                        ticket_id=int(result.ticket_id) if result.ticket_id else None,
+                        created_at=now,
+                    ).returning(evidence.c.id)
+                ).scalar_one()
+            done = conn.execute(
+                update(verifications)
+                .where(verifications.c.command_id == str(result.command_id))
+                .values(answered_at=now, outcome=outcome, evidence_id=evidence_id)
+                .returning(verifications.c.ticket_id)
+            ).scalar()
+        d.ack()
+        if done is not None:
+            self.settle(int(done))
+
+    def _on_status(self, d: Delivery) -> None:
+        try:
+            status = DeviceStatus.from_json(d.payload)
+        except MessageError as exc:
+            log.warning("bad status on %s: %s", d.topic, exc, extra={"topic": d.topic})
+            d.ack()
+            return
+        parsed = topics.parse_edge(d.topic)
+        if parsed is None or parsed.device_id != status.device_id:
+            log.warning("status for %s on topic %s ignored", status.device_id, d.topic)
+            d.ack()
+            return
+        body: dict[str, Any] = status.model_dump(mode="json", by_alias=True)
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(devices)
+                .where(devices.c.device_id == status.device_id)
+                .values(online=status.online, last_seen=status.ts, status=body)
+            ).rowcount
+            if not done:
+                tickets.insert_ignore(
+                    conn,
+                    devices,
+                    {"device_id": status.device_id, "online": status.online,
+                     "last_seen": status.ts, "status": body},
+                )
+        d.ack()
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed")
+
+    def sweep(self) -> None:
+        """Periodic checks that need no message to trigger them: verification timeouts."""
+        with self.engine.connect() as conn:
+            waiting = verify.resolved_waiting(conn)
+        for row in waiting:
+            self.settle(int(row["id"]))

@@ -1,0 +1,46 @@
+"""Dispatcher settings: one BaseSettings class, from GW_* environment variables or the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "change-me"
+
+
+class DispatcherSettings(BaseSettings):
+    """Where the dispatcher keeps its state and finds the broker, InfluxDB and the site."""
+
+    model_config = SettingsConfigDict(env_prefix="GW_", extra="ignore")
+
+    site: Path = Field(description="site YAML file")
+    state_dir: Path = Field(default=Path("state/dispatcher"), description="evidence, hard negatives")
+    db_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in state_dir")
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_db: str = Field(default="gridwatch", description="database (1.x) or bucket (2.x/3.x)")
+    influx_token: SecretStr | None = None
+    influx_org: str | None = None
+    influx_username: str | None = None
+    influx_password: SecretStr | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    mqtt_client_id: str = Field(default="dispatcher-1", description="unique per process")
+    secret_key: SecretStr = Field(default=SecretStr(PLACEHOLDER_SECRET), description="signs tokens")
+    environment: str = Field(default="development", description="development or production")
+    admin_password: SecretStr | None = Field(default=None, description="creates the admin account")
+    token_ttl_minutes: float = Field(default=12 * 60, gt=0, description="access token lifetime")
+
+    @model_validator(mode="after")
+    def _no_placeholder_in_production(self) -> DispatcherSettings:
+        if self.environment != "development" and self.secret_key.get_secret_value() in (
+            PLACEHOLDER_SECRET,
+            "",
+        ):
+            raise ValueError("GW_SECRET_KEY must be set to a real secret outside development")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{(self.state_dir / 'dispatcher.db').resolve()}"

@@ -1,0 +1,1 @@
+"""The ticket store: SQLAlchemy Core tables, engine setup and migrations."""
