@@ -83,8 +83,9 @@ class Dispatcher:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, wait_s: float | None = 15) -> None:
-        self.bus.subscribe(topics.shared(topics.all_edge("event")), self.intake.submit)
-        self.bus.subscribe(topics.shared(topics.all_edge("cmd/result")), self._on_result)
+        group = self.settings.share_group
+        self.bus.subscribe(topics.shared(topics.all_edge("event"), group), self.intake.submit)
+        self.bus.subscribe(topics.shared(topics.all_edge("cmd/result"), group), self._on_result)
         self.bus.subscribe(topics.all_edge("status"), self._on_status)
         self.bus.subscribe(f"{topics.ROOT}/worker/+/tickets", self.hub.deliver)
         self.intake.start()

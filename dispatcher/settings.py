@@ -26,7 +26,15 @@ class DispatcherSettings(BaseSettings):
     influx_password: SecretStr | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
-    mqtt_client_id: str = Field(default="dispatcher-1", description="unique per process")
+    mqtt_client_id: str = Field(
+        default="dispatcher-1",
+        description="unique and stable per process slot: a restarted process resumes its session",
+    )
+    share_group: str = Field(
+        default="dispatchers",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="MQTT v5 shared-subscription group that splits the event stream",
+    )
     secret_key: SecretStr = Field(default=SecretStr(PLACEHOLDER_SECRET), description="signs tokens")
     environment: str = Field(default="development", description="development or production")
     admin_password: SecretStr | None = Field(default=None, description="creates the admin account")
