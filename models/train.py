@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.dataset import BuiltDataset, DatasetSpec, build_dataset
 from models.offline import REPO_ROOT, configure_offline, fall_detection_checkpoint
+from models.provenance import git_commit
 
 log = logging.getLogger(__name__)
 
@@ -82,24 +82,6 @@ PRESETS: dict[str, TrainRecipe] = {
         close_mosaic=0,
     ),
 }
-
-
-def git_commit(repo: Path = REPO_ROOT) -> str | None:
-    """The current commit hash (with ``-dirty`` if the tree has changes), or None."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return f"{head}-dirty" if dirty else head
 
 
 def pick_device() -> str:

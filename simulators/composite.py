@@ -207,15 +207,16 @@ def render_cover(crop: Image, look: CoverLook, scene_width: int) -> tuple[Mask, 
     x0 = (out_w - top_w) / 2 + max(0.0, -dx)
     canvas_w = math.ceil(out_w + abs(dx)) + 2
     canvas_h = math.ceil(out_h) + 2
-    src = np.float32([[0, 0], [diag, 0], [diag, diag], [0, diag]])
+    src = np.array([[0, 0], [diag, 0], [diag, diag], [0, diag]], dtype=np.float32)
     base = max(0.0, -dx)
-    dst = np.float32(
+    dst = np.array(
         [
             [x0 + dx + 1, 1],
             [x0 + dx + top_w + 1, 1],
             [base + out_w + 1, out_h + 1],
             [base + 1, out_h + 1],
-        ]
+        ],
+        dtype=np.float32,
     )
     persp = cv2.getPerspectiveTransform(src, dst)
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
@@ -263,7 +264,7 @@ def paste_cover(
     spot, cover = _luma(region), _luma(patch[weights])
     match = (max(spot, 8.0) / max(cover, 8.0)) ** look.light_match
     gain = np.clip(match * look.gain, 0.35, 2.5)
-    lit = patch * gain * np.float32(look.colour)
+    lit = patch * gain * np.array(look.colour, dtype=np.float32)
     if look.noise_sigma > 0:
         lit = lit + rng.normal(0.0, look.noise_sigma, lit.shape).astype(np.float32)
     a = alpha[..., None]

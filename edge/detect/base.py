@@ -86,8 +86,12 @@ class DetectorConfig(BaseModel):
         title="Per-class thresholds",
         description="Overrides for single classes by name, e.g. {'garbage': 0.4}.",
     )
-    iou: float = Field(
-        default=0.7, ge=0.0, le=1.0, title="NMS IoU", description="IoU above which NMS suppresses."
+    iou: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        title="NMS IoU",
+        description="IoU above which NMS suppresses; default: the model's (metadata), else 0.7.",
     )
     max_det: int = Field(default=300, ge=1, title="Max detections", description="Per frame.")
     classes: list[str] | None = Field(

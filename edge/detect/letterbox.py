@@ -67,7 +67,11 @@ def to_input_tensor(
 
 
 def scale_boxes_to_frame(
-    boxes_xyxy: NDArray[np.float32], input_hw: tuple[int, int], frame_hw: tuple[int, int]
+    boxes_xyxy: NDArray[np.float32],
+    input_hw: tuple[int, int],
+    frame_hw: tuple[int, int],
+    *,
+    clip: bool = True,
 ) -> NDArray[np.float32]:
     """Map boxes from network-input pixels back to frame pixels, clipped (as scale_boxes)."""
     out = boxes_xyxy.astype(np.float32, copy=True)
@@ -80,6 +84,7 @@ def scale_boxes_to_frame(
     out[:, [1, 3]] -= pad_y
     out[:, [0, 2]] /= gain_x
     out[:, [1, 3]] /= gain_y
-    out[:, [0, 2]] = out[:, [0, 2]].clip(0, frame_hw[1])
-    out[:, [1, 3]] = out[:, [1, 3]].clip(0, frame_hw[0])
+    if clip:
+        out[:, [0, 2]] = out[:, [0, 2]].clip(0, frame_hw[1])
+        out[:, [1, 3]] = out[:, [1, 3]].clip(0, frame_hw[0])
     return out

@@ -21,9 +21,9 @@ from edge.detect.base import (
     register_backend,
     resolve_thresholds,
 )
-from edge.detect.letterbox import letterbox, scale_boxes_to_frame, to_input_tensor
+from edge.detect.letterbox import letterbox, to_input_tensor
 from edge.detect.metadata import ModelMetadata, ModelMetadataError, read_model_metadata
-from edge.detect.postprocess import non_max_suppression
+from edge.detect.postprocess import apply_class_thresholds, decode_frame
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,11 @@ class OnnxDetector(Detector):
         return self.metadata.model_version
 
     @property
+    def iou(self) -> float:
+        """NMS IoU in force: the config's, else the model's."""
+        return self.metadata.iou if self.config.iou is None else self.config.iou
+
+    @property
     def thresholds(self) -> dict[str, float]:
         """The operating confidence threshold in force for each class."""
         return {c: float(t) for c, t in zip(self._classes, self._thresholds, strict=True)}
@@ -120,20 +125,22 @@ class OnnxDetector(Detector):
         max_det: int | None = None,
     ) -> NDArray[np.float32]:
         """Detections ``(n, 6)`` = x1 y1 x2 y2 conf cls in frame pixels, one threshold for all."""
-        det = non_max_suppression(
+        return decode_frame(
             self.raw_output(frame_bgr),
+            self.input_size,
+            (frame_bgr.shape[0], frame_bgr.shape[1]),
             conf_thres,
-            self.config.iou if iou_thres is None else iou_thres,
+            self.iou if iou_thres is None else iou_thres,
             multi_label=multi_label,
             max_det=self.config.max_det if max_det is None else max_det,
         )
-        det[:, :4] = scale_boxes_to_frame(det[:, :4], self.input_size, frame_bgr.shape[:2])
-        return det
+
+    def operating(self, det: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Rows of ``det`` that pass the per-class operating thresholds and the class filter."""
+        return apply_class_thresholds(det, self._thresholds, self._wanted)
 
     def detect(self, frame_bgr: FrameBGR) -> list[Detection]:
-        det = self.predict_array(frame_bgr, float(self._thresholds.min()))
-        cls = det[:, 5].astype(np.int64)
-        det = det[(det[:, 4] > self._thresholds[cls]) & self._wanted[cls]]
+        det = self.operating(self.predict_array(frame_bgr, float(self._thresholds.min())))
         return [
             Detection(
                 class_name=self._classes[int(c)],

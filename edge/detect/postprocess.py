@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.detect.letterbox import scale_boxes_to_frame
+
 MAX_WH = 7680  # per-class coordinate offset that keeps classes apart in one NMS pass
 MAX_NMS = 30000  # boxes kept (by confidence) before NMS
 
@@ -85,3 +87,28 @@ def non_max_suppression(
     offset = det[:, 5:6] * (0 if agnostic else MAX_WH)
     keep = nms(det[:, :4] + offset, det[:, 4], iou_thres)[:max_det]
     return np.asarray(det[keep], dtype=np.float32)
+
+
+def decode_frame(
+    raw: NDArray[np.floating],
+    input_hw: tuple[int, int],
+    frame_hw: tuple[int, int],
+    conf_thres: float,
+    iou_thres: float,
+    *,
+    multi_label: bool = False,
+    max_det: int = 300,
+    clip: bool = True,
+) -> NDArray[np.float32]:
+    """Raw output ``(4 + nc, N)`` to detections ``(n, 6)`` in frame pixels: xyxy, conf, cls."""
+    det = non_max_suppression(raw, conf_thres, iou_thres, multi_label=multi_label, max_det=max_det)
+    det[:, :4] = scale_boxes_to_frame(det[:, :4], input_hw, frame_hw, clip=clip)
+    return det
+
+
+def apply_class_thresholds(
+    det: NDArray[np.float32], thresholds: NDArray[np.float32], wanted: NDArray[np.bool_]
+) -> NDArray[np.float32]:
+    """Keep rows whose confidence is above their class's threshold and whose class is wanted."""
+    cls = det[:, 5].astype(np.int64)
+    return det[(det[:, 4] > thresholds[cls]) & wanted[cls]]

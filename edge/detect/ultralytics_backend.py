@@ -62,6 +62,7 @@ class UltralyticsDetector(Detector):
         ckpt_args = getattr(self._model.model, "args", None) or {}
         imgsz = config.imgsz or (meta.input_size[0] if meta else int(ckpt_args.get("imgsz", 640)))
         self._imgsz = imgsz
+        self._iou = self.config.iou if self.config.iou is not None else (meta.iou if meta else 0.7)
         self._version = meta.model_version if meta else config.model.stem
         self._thresholds = resolve_thresholds(self._classes, thresholds, config)
         self._wanted = class_filter(self._classes, config)
@@ -83,7 +84,7 @@ class UltralyticsDetector(Detector):
         result = self._model.predict(
             frame_bgr,
             conf=float(self._thresholds.min()),
-            iou=self.config.iou,
+            iou=self._iou,
             imgsz=self._imgsz,
             max_det=self.config.max_det,
             device=self.config.device,

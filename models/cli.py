@@ -1,0 +1,191 @@
+"""Commands ``gridwatch train | evaluate | export``: the detector's training pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from config.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+app = typer.Typer(help="Detector training, evaluation and export.", no_args_is_help=True)
+
+
+@app.command()
+def train(
+    preset: Annotated[
+        str, typer.Option(help="Named recipe: 'shipped' (the model in models/weights) or 'smoke'.")
+    ] = "shipped",
+    model: Annotated[
+        str | None, typer.Option(help="Model yaml, e.g. yolov8s.yaml (overrides the preset).")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="Starting weights: 'fall-detection', a .pt path, or 'none' for random init."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epochs (overrides the preset).")
+    ] = None,
+    imgsz: Annotated[int | None, typer.Option(min=32, help="Input size (overrides).")] = None,
+    batch: Annotated[int | None, typer.Option(min=1, help="Batch size (overrides).")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (folder under runs/train).")] = None,
+    runs: Annotated[Path | None, typer.Option(help="Runs folder; default <repo>/runs.")] = None,
+    datasets: Annotated[
+        Path | None,
+        typer.Option(help="Shared datasets root; default $GW_DATASETS or ../shared/datasets."),
+    ] = None,
+    ship: Annotated[
+        bool,
+        typer.Option(
+            help="After training, export the model, choose thresholds on val and write "
+            "test reports (to --ship-to)."
+        ),
+    ] = False,
+    ship_to: Annotated[
+        Path | None, typer.Option(help="ONNX file to ship to; default models/weights/.")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="Shipped precision: fp32, fp16 or int8.")] = "int8",
+) -> None:
+    """Build the combined data set (garbage + manhole composites) and train with ultralytics.
+
+    Runs on CPU (a GPU is used when present). Writes runs/train/<name>/ with weights/best.pt,
+    ultralytics' curves, val_per_class.jsonl and gridwatch_run.json (recipe, data, commit).
+    """
+    setup_logging()
+    from models.train import PRESETS
+    from models.train import train as run_training
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    overrides: dict[str, object] = {}
+    for key, value in (
+        ("model", model),
+        ("epochs", epochs),
+        ("imgsz", imgsz),
+        ("batch", batch),
+        ("name", name),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if start is not None:
+        overrides["start"] = None if start.lower() == "none" else start
+    recipe = PRESETS[preset].model_copy(update=overrides)
+    recipe = type(recipe).model_validate(recipe.model_dump())
+    run_dir = run_training(recipe, runs_dir=runs, datasets=datasets)
+    typer.echo(f"run folder: {run_dir}")
+    if ship:
+        _ship(run_dir, ship_to, precision)
+
+
+def _ship(run_dir: Path, out: Path | None, precision: str) -> None:
+    from models.ship import SHIPPED_MODEL, ShipPlan, ship
+
+    plan = ShipPlan.model_validate({"precision": precision, "out": out or SHIPPED_MODEL})
+    result = ship(run_dir, plan)
+    typer.echo(
+        f"shipped {result.path} ({result.size_bytes / 1e6:.1f} MB), "
+        f"thresholds {result.metadata.thresholds}"
+    )
+    for key, report in result.reports.items():
+        typer.echo(f"{key}: {json.dumps(report['classes'])}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Model file: .onnx (edge runtime) or .pt.")],
+    data: Annotated[
+        Path,
+        typer.Option(help="YOLO folder (data.yaml with names, images/<split>, labels/<split>)."),
+    ],
+    split: Annotated[str, typer.Option(help="Which split to evaluate.")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    imgsz: Annotated[
+        int | None, typer.Option(min=32, help="Input size for a .pt (ONNX files fix their own).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="onnxruntime threads; default all cores.")
+    ] = None,
+) -> None:
+    """Per-class precision/recall at the operating thresholds, AP50, AP50-95, confusion matrix
+    and false positives per image without objects. ONNX runs through the edge's own code."""
+    setup_logging("WARNING")
+    from models.evaluate import evaluate_path, render_report
+    from models.yolo_data import YoloDataError
+
+    if not model.is_file():
+        raise typer.BadParameter(f"model file not found: {model}", param_hint="--model")
+    try:
+        report = evaluate_path(model, data, split, imgsz=imgsz, threads=threads)
+    except YoloDataError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+    if as_json:
+        typer.echo(json.dumps(report.summary()))
+    else:
+        typer.echo(render_report(report))
+
+
+@app.command()
+def export(
+    weights: Annotated[
+        Path | None, typer.Option(help="A trained .pt checkpoint (or give --run).")
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            help="A training run folder: exports its best.pt, picks thresholds on its "
+            "val split and writes test reports."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="ONNX file to write; default models/weights/gridwatch-det.onnx."),
+    ] = None,
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "int8",
+    imgsz: Annotated[int, typer.Option(min=32, help="Fixed input size (with --weights).")] = 320,
+    version: Annotated[
+        str | None, typer.Option(help="Model version string (with --weights).")
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(help="Folder of images for int8 calibration (with --weights)."),
+    ] = None,
+) -> None:
+    """Export to ONNX at a fixed input size with the metadata record the edge agent reads
+    (classes, input size, thresholds, training data, commit), optionally int8 or fp16."""
+    setup_logging()
+    from models.export import ExportSpec, export_model
+    from models.ship import SHIPPED_MODEL
+
+    if precision not in ("fp32", "fp16", "int8"):
+        raise typer.BadParameter("choose fp32, fp16 or int8", param_hint="--precision")
+    if (weights is None) == (run is None):
+        raise typer.BadParameter("give exactly one of --weights and --run")
+    if run is not None:
+        _ship(run, out, precision)
+        return
+    assert weights is not None
+    images = sorted(calibration.glob("*.jpg"))[:200] if calibration else []
+    meta = export_model(
+        ExportSpec.model_validate(
+            {
+                "weights": weights,
+                "out": out or SHIPPED_MODEL,
+                "imgsz": imgsz,
+                "precision": precision,
+                "model_version": version or weights.stem,
+                "calibration_images": images,
+            }
+        )
+    )
+    typer.echo(meta.to_json())
+
+
+if __name__ == "__main__":
+    app()
