@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="The MQTT bus: Mosquitto configuration and a local broker.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The MQTT bus: Mosquitto configuration and a local broker.", no_args_is_help=True
+)
 
 
 def _server(site: Path, state: Path, port: int | None, bind: str) -> object:
@@ -26,9 +27,9 @@ def _server(site: Path, state: Path, port: int | None, bind: str) -> object:
 @app.command("config")
 def config(
     site: Annotated[Path, typer.Option(envvar="GW_SITE", help="site YAML file")],
-    state: Annotated[Path, typer.Option(help="folder for mosquitto.conf, passwd, acl, data")] = Path(
-        "state/broker"
-    ),
+    state: Annotated[
+        Path, typer.Option(help="folder for mosquitto.conf, passwd, acl, data")
+    ] = Path("state/broker"),
     port: Annotated[int | None, typer.Option(help="listener port (default: the site's)")] = None,
     bind: Annotated[str, typer.Option(help="listener address")] = "127.0.0.1",
 ) -> None:

@@ -149,9 +149,12 @@ class BusClient:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
         if settings.will is not None:
-            c.will_set(settings.will.topic, settings.will.payload, qos=1, retain=settings.will.retain)
+            c.will_set(
+                settings.will.topic, settings.will.payload, qos=1, retain=settings.will.retain
+            )
         c.reconnect_delay_set(
-            min_delay=max(1, round(settings.reconnect_min_s)), max_delay=round(settings.reconnect_max_s)
+            min_delay=max(1, round(settings.reconnect_min_s)),
+            max_delay=round(settings.reconnect_max_s),
         )
         c.max_inflight_messages_set(settings.max_inflight)
         c.max_queued_messages_set(0)
@@ -164,7 +167,7 @@ class BusClient:
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, wait_s: float | None = None) -> None:
         """Connect in the background; with ``wait_s``, wait that long for the first CONNACK."""
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.settings.session_expiry_s
         self._client.connect_async(
             self.settings.host,

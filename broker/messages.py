@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 from uuid import UUID
 
 from pydantic import (
@@ -150,7 +150,9 @@ class CameraStatus(BaseModel):
     state: Literal["ok", "connecting", "reconnecting", "error", "disabled"]
     fps: float = Field(ge=0, description="frames read per second")
     inference_ms: float | None = Field(default=None, ge=0)
-    skipped_ratio: float = Field(default=0, ge=0, le=1, description="frames the motion gate skipped")
+    skipped_ratio: float = Field(
+        default=0, ge=0, le=1, description="frames the motion gate skipped"
+    )
     checks: int = Field(default=0, ge=0, description="detector runs since start")
     active_tracks: int = Field(default=0, ge=0)
     last_frame: AwareDatetime | None = None
@@ -309,7 +311,15 @@ class SupervisorAlert(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     m.SCHEMA: m
-    for m in (Event, DeviceStatus, DeviceConfig, Command, CommandResult, TicketPush, SupervisorAlert)
+    for m in (
+        Event,
+        DeviceStatus,
+        DeviceConfig,
+        Command,
+        CommandResult,
+        TicketPush,
+        SupervisorAlert,
+    )
 }
 
 

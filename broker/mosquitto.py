@@ -196,11 +196,13 @@ class MosquittoServer:
             )
         if not wait_for_port(self.opts.bind, self.opts.port, timeout_s):
             self.stop()
-            tail = (self.log_text() + (self.state / "mosquitto.stderr").read_text(errors="replace"))[
-                -2000:
-            ]
+            tail = (
+                self.log_text() + (self.state / "mosquitto.stderr").read_text(errors="replace")
+            )[-2000:]
             raise RuntimeError(f"mosquitto did not listen on port {self.opts.port}:\n{tail}")
-        log.info("mosquitto listening on %s:%s (state %s)", self.opts.bind, self.opts.port, self.state)
+        log.info(
+            "mosquitto listening on %s:%s (state %s)", self.opts.bind, self.opts.port, self.state
+        )
 
     def stop(self, timeout_s: float = 10) -> None:
         """Graceful stop (SIGTERM): Mosquitto saves its persistence file."""

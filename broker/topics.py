@@ -11,7 +11,14 @@ DEVICE_ID_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
 _DEVICE_ID = re.compile(rf"^{DEVICE_ID_PATTERN}$")
 
 EdgeChannel = Literal["event", "status", "config", "cmd", "cmd/result", "snapshot"]
-EDGE_CHANNELS: tuple[EdgeChannel, ...] = ("event", "status", "config", "cmd", "cmd/result", "snapshot")
+EDGE_CHANNELS: tuple[EdgeChannel, ...] = (
+    "event",
+    "status",
+    "config",
+    "cmd",
+    "cmd/result",
+    "snapshot",
+)
 
 SHARED_GROUP = "dispatchers"
 
@@ -75,7 +82,9 @@ class EdgeTopic:
     channel: str
 
 
-_EDGE_RE = re.compile(rf"^{ROOT}/edge/({DEVICE_ID_PATTERN})/(event|status|config|cmd|cmd/result|snapshot)$")
+_EDGE_RE = re.compile(
+    rf"^{ROOT}/edge/({DEVICE_ID_PATTERN})/(event|status|config|cmd|cmd/result|snapshot)$"
+)
 
 
 def parse_edge(topic: str) -> EdgeTopic | None:

@@ -64,7 +64,9 @@ def expand_env(value: Any, path: Path, where: str = "") -> Any:
 
         return _PLACEHOLDER.sub(sub, value)
     if isinstance(value, dict):
-        return {k: expand_env(v, path, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {
+            k: expand_env(v, path, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [expand_env(v, path, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
@@ -81,7 +83,9 @@ def read_yaml(path: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(path, [f"{where}YAML syntax error: {getattr(exc, 'problem', exc)}"]) from exc
+        raise ConfigError(
+            path, [f"{where}YAML syntax error: {getattr(exc, 'problem', exc)}"]
+        ) from exc
 
 
 def validate(model: type[M], data: Any, path: Path, context: dict[str, Any] | None = None) -> M:

@@ -10,7 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 # Context keys a log call may pass in ``extra=``; they appear as fields of the record.
-CONTEXT_KEYS = ("device_id", "camera_id", "sensor_id", "ticket_id", "event_id", "worker_id", "topic")
+CONTEXT_KEYS = (
+    "device_id",
+    "camera_id",
+    "sensor_id",
+    "ticket_id",
+    "event_id",
+    "worker_id",
+    "topic",
+)
 
 
 class JsonFormatter(logging.Formatter):

@@ -13,13 +13,12 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 from shapely.geometry import Polygon, shape
 
-from config.loader import ConfigError, load_yaml_model
+from config.loader import ConfigError, expand_env, read_yaml, validate
 
 Identifier = Annotated[
     str,
@@ -75,7 +74,9 @@ class BreakPeriod(StrictModel):
 class Shift(StrictModel):
     """A weekly recurring shift in the site's time zone; may run past midnight."""
 
-    days: tuple[Weekday, ...] = Field(min_length=1, description="weekdays on which the shift starts")
+    days: tuple[Weekday, ...] = Field(
+        min_length=1, description="weekdays on which the shift starts"
+    )
     start: time = Field(description="local start time, HH:MM")
     end: time = Field(description="local end time, HH:MM; earlier than start means next day")
     breaks: tuple[BreakPeriod, ...] = ()
@@ -267,15 +268,6 @@ class Site(StrictModel):
     cameras: tuple[Camera, ...] = ()
     sensors: tuple[Sensor, ...] = ()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _load_grids(cls, data: Any, info: ValidationInfo) -> Any:
-        if not isinstance(data, dict) or "grids_file" not in data or data.get("grids"):
-            return data
-        base = Path((info.context or {}).get("base_dir", "."))
-        gpath = base / str(data["grids_file"])
-        return {**data, "grids_file": gpath, "grids": read_grids(gpath)}
-
     @model_validator(mode="after")
     def _references(self) -> Site:
         problems: list[str] = []
@@ -301,14 +293,18 @@ class Site(StrictModel):
             if g.street not in streets:
                 problems.append(f"grids[{g.id}].street: unknown street {g.street!r}")
             problems += [
-                f"grids[{g.id}].neighbours: unknown grid {n!r}" for n in g.neighbours if n not in grids
+                f"grids[{g.id}].neighbours: unknown grid {n!r}"
+                for n in g.neighbours
+                if n not in grids
             ]
         for i, w in enumerate(self.workers):
             if w.grid not in grids:
                 problems.append(f"workers[{i}].grid: unknown grid cell {w.grid!r}")
         for i, s in enumerate(self.supervisors):
             problems += [
-                f"supervisors[{i}].streets: unknown street {st!r}" for st in s.streets if st not in streets
+                f"supervisors[{i}].streets: unknown street {st!r}"
+                for st in s.streets
+                if st not in streets
             ]
         for i, c in enumerate(self.cameras):
             dev = devices.get(c.device)
@@ -319,12 +315,14 @@ class Site(StrictModel):
                 for k in c.classes
                 if k not in self.categories and k != "manhole_ok"
             ]
-        for i, s in enumerate(self.sensors):
-            dev = devices.get(s.device)
+        for i, sensor in enumerate(self.sensors):
+            dev = devices.get(sensor.device)
             if dev is None or dev.kind != "sensor_node":
-                problems.append(f"sensors[{i}].device: {s.device!r} is not a sensor_node device")
-            if s.kind not in self.categories:
-                problems.append(f"sensors[{i}].kind: unknown category {s.kind!r}")
+                problems.append(
+                    f"sensors[{i}].device: {sensor.device!r} is not a sensor_node device"
+                )
+            if sensor.kind not in self.categories:
+                problems.append(f"sensors[{i}].kind: unknown category {sensor.kind!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -369,7 +367,9 @@ def read_grids(path: Path) -> list[dict[str, Any]]:
             problems.append(f"features[{i}].geometry: not a valid GeoJSON geometry ({exc})")
             continue
         if not isinstance(geom, Polygon) or not geom.is_valid:
-            problems.append(f"features[{i}].geometry: expected a valid Polygon, got {geom.geom_type}")
+            problems.append(
+                f"features[{i}].geometry: expected a valid Polygon, got {geom.geom_type}"
+            )
             continue
         cells.append({**props, "polygon": geom})
     if problems:
@@ -378,8 +378,17 @@ def read_grids(path: Path) -> list[dict[str, Any]]:
 
 
 def load_site(path: Path | str) -> Site:
-    """Load and validate a site YAML file (and its GeoJSON grid file)."""
-    return load_yaml_model(Site, path)
+    """Load and validate a site YAML file and the GeoJSON grid file it names."""
+    p = Path(path)
+    data = read_yaml(p)
+    if not isinstance(data, dict):
+        raise ConfigError(p, ["(top level): expected a mapping of site settings"])
+    data = expand_env(data, p)
+    grids_file = data.get("grids_file")
+    if isinstance(grids_file, str) and not data.get("grids"):
+        gpath = (p.parent / grids_file).resolve()
+        data = {**data, "grids_file": gpath, "grids": read_grids(gpath)}
+    return validate(Site, data, p)
 
 
 SAMPLE_SITE = Path(__file__).parent / "sample" / "site.yaml"

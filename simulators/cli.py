@@ -28,8 +28,9 @@ app = typer.Typer(
 app.add_typer(broker_app, name="broker")
 app.add_typer(dispatcher_app, name="dispatcher")
 
-sim_app = typer.Typer(help="Simulated devices and workers that use the real bus and API.",
-                      no_args_is_help=True)
+sim_app = typer.Typer(
+    help="Simulated devices and workers that use the real bus and API.", no_args_is_help=True
+)
 app.add_typer(sim_app, name="sim")
 
 
@@ -66,8 +67,14 @@ def sim_devices(
     setup_logging()
     s = load_site(site)
     sims = [
-        DeviceSimulator(s, d.id, d.password.get_secret_value(), seed=seed + i,
-                        problem_rate_per_min=rate, kind=d.kind)
+        DeviceSimulator(
+            s,
+            d.id,
+            d.password.get_secret_value(),
+            seed=seed + i,
+            problem_rate_per_min=rate,
+            kind=d.kind,
+        )
         for i, d in enumerate(s.devices)
         if not only or d.id in only
     ]

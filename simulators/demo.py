@@ -50,8 +50,9 @@ class DemoProcesses:
     ) -> None:
         """Start a child; ``ends`` marks one that finishes by itself (not a failure)."""
         with open(log_dir / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.procs.append((name, proc))
         if ends:
             self.finite.add(name)
@@ -121,15 +122,31 @@ def progress_table(site: Site, api: httpx.Client, started: float, duration_s: fl
         table.add_column(col, justify="right" if col != "grid 网格" else "left")
     for gid, c in by_grid.items():
         active_open = c["open"]
-        table.add_row(gid, str(active_open), str(c["assigned"]), str(c["accepted"]),
-                      str(c["resolved"]), str(c["closed"]), str(c["cancelled"]))
+        table.add_row(
+            gid,
+            str(active_open),
+            str(c["assigned"]),
+            str(c["accepted"]),
+            str(c["resolved"]),
+            str(c["closed"]),
+            str(c["cancelled"]),
+        )
     return table
 
 
 def report_table(rows: list[metrics.GridReport], period: str) -> Table:
     table = Table(title=f"Closure report (read back from InfluxDB, last {period})")
-    for col in ("grid", "opened", "assigned", "closed", "cancelled", "closure rate",
-                "median time to close", "p90", "SLA met"):
+    for col in (
+        "grid",
+        "opened",
+        "assigned",
+        "closed",
+        "cancelled",
+        "closure rate",
+        "median time to close",
+        "p90",
+        "SLA met",
+    ):
         table.add_column(col, justify="left" if col == "grid" else "right")
 
     def pct(x: float | None) -> str:
@@ -139,9 +156,17 @@ def report_table(rows: list[metrics.GridReport], period: str) -> Table:
         return "-" if x is None else f"{x:.0f}s"
 
     for r in rows:
-        table.add_row(r.grid, str(r.opened), str(r.assigned), str(r.closed), str(r.cancelled),
-                      pct(r.closure_rate), secs(r.median_close_s), secs(r.p90_close_s),
-                      pct(r.sla_compliance))
+        table.add_row(
+            r.grid,
+            str(r.opened),
+            str(r.assigned),
+            str(r.closed),
+            str(r.cancelled),
+            pct(r.closure_rate),
+            secs(r.median_close_s),
+            secs(r.p90_close_s),
+            pct(r.sla_compliance),
+        )
     return table
 
 
@@ -161,21 +186,56 @@ def run_demo(site_file: Path, state: Path, duration_s: float, console: Console) 
     logs = state / "logs"
     logs.mkdir(exist_ok=True)
     procs = DemoProcesses()
-    with services(site, state) as (broker, influx):
+    with services(site, state) as (_broker, influx):
         try:
-            procs.spawn("dispatcher", [*_cli(), "dispatcher", "run", "--site", str(site_file),
-                                       "--state-dir", str(state / "dispatcher"), "--port",
-                                       str(http_port), "--influx-url", influx.url], env, logs)
+            procs.spawn(
+                "dispatcher",
+                [
+                    *_cli(),
+                    "dispatcher",
+                    "run",
+                    "--site",
+                    str(site_file),
+                    "--state-dir",
+                    str(state / "dispatcher"),
+                    "--port",
+                    str(http_port),
+                    "--influx-url",
+                    influx.url,
+                ],
+                env,
+                logs,
+            )
             wait_healthy(api_url, 60)
-            console.print(f"[bold]API[/] {api_url}   [bold]docs[/] {api_url}/docs   "
-                          f"[bold]state[/] {state}   admin password: {admin_password}")
-            procs.spawn("devices", [*_cli(), "sim", "devices", "--site", str(site_file),
-                                    "--duration", str(duration_s)], env, logs, ends=True)
-            procs.spawn("workers", [*_cli(), "sim", "workers", "--site", str(site_file),
-                                    "--api", api_url], env, logs)
+            console.print(
+                f"[bold]API[/] {api_url}   [bold]docs[/] {api_url}/docs   "
+                f"[bold]state[/] {state}   admin password: {admin_password}"
+            )
+            procs.spawn(
+                "devices",
+                [
+                    *_cli(),
+                    "sim",
+                    "devices",
+                    "--site",
+                    str(site_file),
+                    "--duration",
+                    str(duration_s),
+                ],
+                env,
+                logs,
+                ends=True,
+            )
+            procs.spawn(
+                "workers",
+                [*_cli(), "sim", "workers", "--site", str(site_file), "--api", api_url],
+                env,
+                logs,
+            )
             api = httpx.Client(base_url=api_url, timeout=10)
-            token = api.post("/auth/login", json={"username": "admin",
-                                                  "password": admin_password}).json()
+            token = api.post(
+                "/auth/login", json={"username": "admin", "password": admin_password}
+            ).json()
             api.headers["Authorization"] = f"Bearer {token['access_token']}"
             started = time.monotonic()
             with Live(console=console, refresh_per_second=2) as live:

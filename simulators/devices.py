@@ -64,7 +64,9 @@ def ground_point(cam: Camera, u: float, v: float) -> GeoPoint:
     near_lon = g[0].lon + (g[1].lon - g[0].lon) * u
     far_lat = g[3].lat + (g[2].lat - g[3].lat) * u
     far_lon = g[3].lon + (g[2].lon - g[3].lon) * u
-    return GeoPoint(lat=near_lat + (far_lat - near_lat) * v, lon=near_lon + (far_lon - near_lon) * v)
+    return GeoPoint(
+        lat=near_lat + (far_lat - near_lat) * v, lon=near_lon + (far_lon - near_lon) * v
+    )
 
 
 @dataclass
@@ -129,7 +131,11 @@ class DeviceSimulator:
             self.seq += 1
             seq = self.seq
         return Event(
-            event_id=uuid.uuid4(), device_id=self.device_id, seq=seq, ts=self.clock.now(), **fields  # type: ignore[arg-type]
+            event_id=uuid.uuid4(),
+            device_id=self.device_id,
+            seq=seq,
+            ts=self.clock.now(),
+            **fields,
         )
 
     def send(self, event: Event) -> None:
@@ -146,14 +152,23 @@ class DeviceSimulator:
             agent_version="simulator",
             model="simulated" if self.cameras else None,
             cameras=tuple(
-                CameraStatus(camera_id=c.id, state="ok", fps=c.sample_fps, inference_ms=0.0,
-                             active_tracks=len([p for p in self.problems[c.id] if not p.fixed]),
-                             last_frame=now)
+                CameraStatus(
+                    camera_id=c.id,
+                    state="ok",
+                    fps=c.sample_fps,
+                    inference_ms=0.0,
+                    active_tracks=len([p for p in self.problems[c.id] if not p.fixed]),
+                    last_frame=now,
+                )
                 for c in self.cameras
             ),
             sensors=tuple(
-                SensorStatus(sensor_id=s.id, value=round(self.readings[s.id], 2),
-                             alarm=self.alarms[s.id], last_reading=now)
+                SensorStatus(
+                    sensor_id=s.id,
+                    value=round(self.readings[s.id], 2),
+                    alarm=self.alarms[s.id],
+                    last_reading=now,
+                )
                 for s in self.sensors
             ),
         )
@@ -168,13 +183,22 @@ class DeviceSimulator:
         cx, cy = 0.05 + 0.9 * u, 0.98 - 0.58 * v
         half = 0.06 + 0.04 * (1 - v)
         bbox = (max(0.0, cx - half), max(0.0, cy - half), min(1.0, cx + half), min(1.0, cy + 0.01))
-        p = SimulatedProblem(kind, uuid.uuid4().hex[:8], bbox, ground_point(cam, u, v), self.clock.now())
+        p = SimulatedProblem(
+            kind, uuid.uuid4().hex[:8], bbox, ground_point(cam, u, v), self.clock.now()
+        )
         self.problems[cam.id].append(p)
         self.send(
             self._event(
-                source_id=cam.id, source_type="camera", kind=kind, state="new",
-                track_id=p.track_id, confidence=round(self.rnd.uniform(0.55, 0.95), 3),
-                bbox=bbox, position=p.position, first_seen=p.since, model_version="simulated",
+                source_id=cam.id,
+                source_type="camera",
+                kind=kind,
+                state="new",
+                track_id=p.track_id,
+                confidence=round(self.rnd.uniform(0.55, 0.95), 3),
+                bbox=bbox,
+                position=p.position,
+                first_seen=p.since,
+                model_version="simulated",
                 snapshot=synthetic_snapshot(kind, bbox, self.rnd.randint(0, 1 << 30)),
             )
         )
@@ -199,13 +223,30 @@ class DeviceSimulator:
         self.readings[s.id] = value
         if not self.alarms[s.id] and value >= s.threshold:
             self.alarms[s.id] = True
-            self.send(self._event(source_id=s.id, source_type="sensor", kind=s.kind, state="new",
-                                  reading=round(value, 2), measure=s.measure, position=s.position))
+            self.send(
+                self._event(
+                    source_id=s.id,
+                    source_type="sensor",
+                    kind=s.kind,
+                    state="new",
+                    reading=round(value, 2),
+                    measure=s.measure,
+                    position=s.position,
+                )
+            )
         elif self.alarms[s.id] and value < s.clear_below:
             self.alarms[s.id] = False
-            self.send(self._event(source_id=s.id, source_type="sensor", kind=s.kind,
-                                  state="cleared", reading=round(value, 2), measure=s.measure,
-                                  position=s.position))
+            self.send(
+                self._event(
+                    source_id=s.id,
+                    source_type="sensor",
+                    kind=s.kind,
+                    state="cleared",
+                    reading=round(value, 2),
+                    measure=s.measure,
+                    position=s.position,
+                )
+            )
 
     def _on_command(self, d: Delivery) -> None:
         try:
@@ -220,8 +261,13 @@ class DeviceSimulator:
                 if p.kind == cmd.kind and outcome == "clear":
                     p.fixed = True
         result = CommandResult(
-            command_id=cmd.command_id, device_id=self.device_id, action=cmd.action,
-            ts=self.clock.now(), outcome=outcome, camera_id=cmd.camera_id,
-            ticket_id=cmd.ticket_id, detail="simulated camera",
+            command_id=cmd.command_id,
+            device_id=self.device_id,
+            action=cmd.action,
+            ts=self.clock.now(),
+            outcome=outcome,
+            camera_id=cmd.camera_id,
+            ticket_id=cmd.ticket_id,
+            detail="simulated camera",
         )
         self.bus.publish(topics.command_result(self.device_id), result)

@@ -141,19 +141,45 @@ class PostgresServer:
             os.chown(self.state, pw.pw_uid, pw.pw_gid)
         if not data.exists():
             subprocess.run(
-                [str(self.bindir / "initdb"), "-D", str(data), "-U", "gridwatch", "--auth=trust",
-                 "-E", "UTF8", "--no-sync"],
-                check=True, capture_output=True, **self._as_postgres(),  # type: ignore[call-overload]
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "gridwatch",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+                check=True,
+                capture_output=True,
+                **self._as_postgres(),  # type: ignore[call-overload]
             )
         with open(self.state / "postgres.log", "ab") as out:
             if os.getuid() == 0:
                 pw = pwd.getpwnam("postgres")
                 os.chown(self.state / "postgres.log", pw.pw_uid, pw.pw_gid)
             self.proc = subprocess.Popen(  # type: ignore[call-overload]
-                [str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port),
-                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.state}",
-                 "-c", "fsync=off", "-c", "max_connections=200"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **self._as_postgres(),
+                [
+                    str(self.bindir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"unix_socket_directories={self.state}",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **self._as_postgres(),
             )
         if not wait_for_port("127.0.0.1", self.port, timeout_s):
             self.stop()
@@ -161,8 +187,17 @@ class PostgresServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             r = subprocess.run(
-                [str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                 "-U", "gridwatch", "gridwatch"], capture_output=True,
+                [
+                    str(self.bindir / "createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "gridwatch",
+                    "gridwatch",
+                ],
+                capture_output=True,
             )
             if r.returncode == 0 or b"already exists" in r.stderr:
                 return

@@ -44,7 +44,9 @@ class WorkerSimulator:
         self.token: str | None = None
 
     def login(self) -> None:
-        r = self.http.post("/auth/login", json={"username": self.username, "password": self.password})
+        r = self.http.post(
+            "/auth/login", json={"username": self.username, "password": self.password}
+        )
         r.raise_for_status()
         self.token = r.json()["access_token"]
         self.http.headers["Authorization"] = f"Bearer {self.token}"
@@ -76,15 +78,27 @@ class WorkerSimulator:
             elif status == "accepted":
                 r = self.http.post(
                     f"/tickets/{tid}/resolve",
-                    files={"photo": ("after.jpg", after_photo(tid, self.rnd.randint(0, 1 << 30)),
-                                     "image/jpeg")},
+                    files={
+                        "photo": (
+                            "after.jpg",
+                            after_photo(tid, self.rnd.randint(0, 1 << 30)),
+                            "image/jpeg",
+                        )
+                    },
                     data={"note": "已清理 / cleaned"},
                 )
                 if r.status_code == 200:
                     self.resolved += 1
             if r.status_code not in (200, 404, 409):
-                log.warning("%s: %s on ticket %s answered %s: %s", self.username, status, tid,
-                            r.status_code, r.text[:200], extra={"worker_id": self.username})
+                log.warning(
+                    "%s: %s on ticket %s answered %s: %s",
+                    self.username,
+                    status,
+                    tid,
+                    r.status_code,
+                    r.text[:200],
+                    extra={"worker_id": self.username},
+                )
 
     def close(self) -> None:
         self.http.close()

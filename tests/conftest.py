@@ -43,7 +43,9 @@ def site(site_secrets: dict[str, str]) -> Site:
 @pytest.fixture(scope="session")
 def mosquitto(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoServer]:
     server = MosquittoServer(
-        tmp_path_factory.mktemp("mosquitto"), site_accounts(site), BrokerOptions(port=site.broker.port)
+        tmp_path_factory.mktemp("mosquitto"),
+        site_accounts(site),
+        BrokerOptions(port=site.broker.port),
     )
     server.start()
     yield server
@@ -170,7 +172,9 @@ def login(url: str, username: str, password: str) -> httpx.Client:
     return client
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float = 10, every_s: float = 0.05) -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout_s: float = 10, every_s: float = 0.05
+) -> object:
     """Poll until ``predicate()`` is truthy; return its value, or fail the test with a message."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -6,12 +6,12 @@ import time
 import uuid
 from collections.abc import Callable
 
+import pytest
+
 from broker import topics
 from broker.client import BusClient, BusError, BusSettings, Delivery
 from broker.mosquitto import MosquittoServer
 from config.site import Site
-
-import pytest
 
 
 def collect(bus: BusClient, topic_filter: str) -> list[Delivery]:
@@ -65,7 +65,13 @@ def test_device_cannot_push_tickets_or_read_other_commands(
 def test_bad_logins_are_refused(
     mosquitto: MosquittoServer, username: str | None, password: str | None
 ) -> None:
-    bus = BusClient(BusSettings(client_id=f"bad-{uuid.uuid4().hex[:6]}", port=mosquitto.port,
-                                username=username, password=password))
-    with pytest.raises(BusError, match="Not authorized|refused"):
+    bus = BusClient(
+        BusSettings(
+            client_id=f"bad-{uuid.uuid4().hex[:6]}",
+            port=mosquitto.port,
+            username=username,
+            password=password,
+        )
+    )
+    with pytest.raises(BusError, match=r"Not authorized|refused"):
         bus.start(wait_s=3)

@@ -31,37 +31,82 @@ JPEG = b"\xff\xd8\xff\xe0" + b"0" * 60 + b"\xff\xd9"
 def samples() -> list[Message]:
     return [
         Event(
-            event_id=uuid.uuid4(), device_id="edge-01", source_id="cam-01", source_type="camera",
-            kind="garbage", state="new", seq=7, ts=NOW, track_id="t1", confidence=0.8,
-            bbox=(0.1, 0.2, 0.3, 0.4), position={"lat": 39.9, "lon": 116.4},  # type: ignore[arg-type]
-            model_version="m1", snapshot=Evidence.from_jpeg(JPEG, 320, 240, crop=JPEG),
+            event_id=uuid.uuid4(),
+            device_id="edge-01",
+            source_id="cam-01",
+            source_type="camera",
+            kind="garbage",
+            state="new",
+            seq=7,
+            ts=NOW,
+            track_id="t1",
+            confidence=0.8,
+            bbox=(0.1, 0.2, 0.3, 0.4),
+            position={"lat": 39.9, "lon": 116.4},  # type: ignore[arg-type]
+            model_version="m1",
+            snapshot=Evidence.from_jpeg(JPEG, 320, 240, crop=JPEG),
         ),
         Event(
-            event_id=uuid.uuid4(), device_id="node-01", source_id="bin-01", source_type="sensor",
-            kind="bin_full", state="cleared", seq=0, ts=NOW, reading=40.5, measure="fill_pct",
+            event_id=uuid.uuid4(),
+            device_id="node-01",
+            source_id="bin-01",
+            source_type="sensor",
+            kind="bin_full",
+            state="cleared",
+            seq=0,
+            ts=NOW,
+            reading=40.5,
+            measure="fill_pct",
         ),
         DeviceStatus(
-            device_id="edge-01", online=True, ts=NOW, uptime_s=12.5, outbox_depth=3,
+            device_id="edge-01",
+            online=True,
+            ts=NOW,
+            uptime_s=12.5,
+            outbox_depth=3,
             cameras=(CameraStatus(camera_id="cam-01", state="ok", fps=2.0, skipped_ratio=0.9),),
         ),
         DeviceConfig(
-            device_id="edge-01", revision=2, issued_at=NOW,
+            device_id="edge-01",
+            revision=2,
+            issued_at=NOW,
             cameras={"cam-01": CameraOverride(sample_fps=1.0, zones=(((0, 0), (1, 0), (1, 1)),))},
         ),
         Command(
-            command_id=uuid.uuid4(), device_id="edge-01", action="verify", issued_at=NOW,
-            camera_id="cam-01", kind="garbage", region=(0.1, 0.1, 0.5, 0.5), ticket_id="12",
+            command_id=uuid.uuid4(),
+            device_id="edge-01",
+            action="verify",
+            issued_at=NOW,
+            camera_id="cam-01",
+            kind="garbage",
+            region=(0.1, 0.1, 0.5, 0.5),
+            ticket_id="12",
         ),
         CommandResult(
-            command_id=uuid.uuid4(), device_id="edge-01", action="verify", ts=NOW,
-            outcome="clear", camera_id="cam-01", ticket_id="12",
+            command_id=uuid.uuid4(),
+            device_id="edge-01",
+            action="verify",
+            ts=NOW,
+            outcome="clear",
+            camera_id="cam-01",
+            ticket_id="12",
         ),
         TicketPush(
-            ticket_id="12", worker_id="w01", action="assigned", status="assigned",
-            category="garbage", priority=3, opened_at=NOW, deadline=NOW, ts=NOW,
+            ticket_id="12",
+            worker_id="w01",
+            action="assigned",
+            status="assigned",
+            category="garbage",
+            priority=3,
+            opened_at=NOW,
+            deadline=NOW,
+            ts=NOW,
         ),
         SupervisorAlert(
-            supervisor_id="sup-s1", ticket_id="12", reason="safety", category="manhole_missing",
+            supervisor_id="sup-s1",
+            ticket_id="12",
+            reason="safety",
+            category="manhole_missing",
             ts=NOW,
         ),
     ]
@@ -106,7 +151,10 @@ def test_event_rules() -> None:
     with pytest.raises(MessageError, match="confidence"):
         Event.from_json(json.dumps({**base, "confidence": 1.5}))
     with pytest.raises(MessageError, match="not a JPEG"):
-        Event.from_json(json.dumps({**base, "snapshot": {"jpeg_b64": "aGVsbG8gd29ybGQ=",
-                                                         "width": 1, "height": 1}}))
+        Event.from_json(
+            json.dumps(
+                {**base, "snapshot": {"jpeg_b64": "aGVsbG8gd29ybGQ=", "width": 1, "height": 1}}
+            )
+        )
     with pytest.raises(ValueError, match="verify needs camera_id and kind"):
         Command(command_id=uuid.uuid4(), device_id="edge-01", action="verify", issued_at=NOW)
