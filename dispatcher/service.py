@@ -17,10 +17,11 @@ from broker.mosquitto import DISPATCHER_ACCOUNT
 from config.clock import Clock, SystemClock
 from config.site import Site
 from dispatcher import metrics, tickets, verify
-from dispatcher.accounts import seed_users
+from dispatcher.accounts import seed_users, worker_positions
 from dispatcher.evidence import EvidenceStore
+from dispatcher.hard_negatives import keep_hard_negatives
 from dispatcher.intake import Intake
-from dispatcher.lifecycle import Status, Transition
+from dispatcher.lifecycle import InvalidTransition, Status, Transition
 from dispatcher.push import PushHub, PushShipper
 from dispatcher.settings import DispatcherSettings
 from dispatcher.store.db import make_engine, migrate
@@ -183,6 +184,56 @@ class Dispatcher:
             self.bus.publish(topics.command(cmd.device_id), cmd)
         self.committed()
         self.settle(ticket_id)
+        return row
+
+    def reject(
+        self, ticket_id: int, *, actor: str, worker_id: str | None, reason: str
+    ) -> RowMapping:
+        """A false alarm (by its worker, or a supervisor with worker_id None): close it as
+        rejected and keep the camera snapshots as hard negatives for retraining."""
+        at = self.clock.now()
+        with self.engine.begin() as conn:
+            self._own(tickets.load(conn, ticket_id), worker_id)
+            row = tickets.apply(
+                conn, ticket_id, Transition.REJECTED, at=at, actor=actor, reason=reason
+            )
+            incident = conn.execute(
+                select(incidents).where(incidents.c.id == row["incident_id"])
+            ).mappings().one()
+            snapshots = conn.execute(
+                select(evidence.c.path).where(
+                    evidence.c.ticket_id == ticket_id, evidence.c.kind == "snapshot"
+                )
+            ).scalars().all()
+        self.committed()
+        keep_hard_negatives(self.evidence, self.settings.state_dir / "hard_negatives", row,
+                            incident, snapshots, reason=reason, at=at)
+        return row
+
+    def reassign(
+        self, ticket_id: int, *, actor: str, to_worker: str | None, reason: str
+    ) -> RowMapping:
+        """A supervisor moves an unfinished ticket to the named worker, or (None) away from its
+        current worker to whoever the assignment rules pick."""
+        at = self.clock.now()
+        with self.engine.begin() as conn:
+            row = tickets.load(conn, ticket_id)
+            current = Status(row["status"])
+            if current not in (Status.OPEN, Status.ASSIGNED, Status.ACCEPTED):
+                raise InvalidTransition(Transition.REASSIGNED, current)
+            if to_worker is None:
+                held = frozenset({row["worker_id"]}) if row["worker_id"] else frozenset()
+                row = tickets.assign(
+                    conn, self.site, ticket_id, at=at, actor=actor, exclude=held,
+                    positions=worker_positions(conn), reason=reason,
+                )
+            else:
+                first = current is Status.OPEN and row["assigned_at"] is None
+                row = tickets.apply(
+                    conn, ticket_id, Transition.ASSIGNED if first else Transition.REASSIGNED,
+                    at=at, actor=actor, worker_id=to_worker, reason=reason,
+                )
+        self.committed()
         return row
 
     # -- verification --------------------------------------------------------------------
