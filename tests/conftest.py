@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -61,11 +63,15 @@ def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+def postgres() -> Iterator[PostgresServer]:
+    # Not under pytest's tmp_path: its folders are private to the user running the tests, and
+    # a root run starts PostgreSQL as the postgres user, who must reach the data folder.
+    folder = Path(tempfile.mkdtemp(prefix="gridwatch-pg-"))
+    server = PostgresServer(folder)
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 DeviceFactory = Callable[..., BusClient]

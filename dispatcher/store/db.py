@@ -8,12 +8,14 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# Any constant: the PostgreSQL advisory lock that serialises migrations between processes.
+MIGRATION_LOCK_KEY = 0x67770000
 
 
 def make_engine(url: str) -> Engine:
@@ -56,6 +58,8 @@ def migrate(engine: Engine) -> None:
     """Bring the database schema to the latest revision (idempotent; safe from several processes)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     log.info("ticket store schema is current (%s)", engine.url.render_as_string())

@@ -99,6 +99,18 @@ incidents = Table(
     Column("bbox", JSON, comment="last box seen by a camera (normalised)"),
     Column("events", Integer, nullable=False, default=0),
     Index("ix_incidents_open_kind", "status", "kind"),
+    Index("ix_incidents_open_kind_lat", "status", "kind", "lat"),
+)
+
+incident_tracks = Table(
+    "incident_tracks",
+    metadata,
+    Column("track_key", String(200), primary_key=True, comment="device/source/track, or device/sensor"),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Column("cleared_at", UtcDateTime, comment="the source reported it gone (NULL: still sees it)"),
+    Index("ix_incident_tracks_incident", "incident_id"),
 )
 
 tickets = Table(
@@ -127,7 +139,15 @@ tickets = Table(
     Column("escalated", Boolean, nullable=False, default=False),
     Column("note", Text),
     Column("version", Integer, nullable=False, default=1, comment="optimistic lock"),
+    Column("accept_timeout_s", Float, nullable=False, comment="the category's terms at opening"),
+    Column("remind_before_s", Float, nullable=False),
+    Column("verify_timeout_s", Float, nullable=False),
+    Column("reminded_at", UtcDateTime, comment="SLA reminder sent (once)"),
+    Column("breached_at", UtcDateTime, comment="SLA deadline passed; escalated (once)"),
+    Column("review_at", UtcDateTime, comment="verification gave up; supervisor asked to review"),
+    Column("timer_at", UtcDateTime, comment="when the next timer of this ticket is due"),
     UniqueConstraint("incident_id", name="uq_tickets_incident"),
+    Index("ix_tickets_timer_at", "timer_at"),
     Index("ix_tickets_status", "status"),
     Index("ix_tickets_worker_status", "worker_id", "status"),
     Index("ix_tickets_grid_status", "grid_id", "status"),
@@ -184,6 +204,7 @@ devices = Table(
     Column("online", Boolean, nullable=False, default=False),
     Column("last_seen", UtcDateTime),
     Column("status", JSON, comment="the last status message"),
+    Column("clock_offset_s", Float, comment="device clock minus our clock, from heartbeats"),
 )
 
 verifications = Table(
@@ -198,6 +219,28 @@ verifications = Table(
     Column("outcome", String(16), comment="clear, still_present, error"),
     Column("evidence_id", Integer, ForeignKey("evidence.id")),
     Index("ix_verifications_ticket", "ticket_id"),
+)
+
+citizen_reports = Table(
+    "citizen_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True, comment="Open311 service_request_id"),
+    Column("service_code", String(48), nullable=False),
+    Column("event_id", String(36), ForeignKey("events.event_id"), nullable=False),
+    Column("incident_id", Integer, ForeignKey("incidents.id")),
+    Column("lat", Float, nullable=False),
+    Column("lon", Float, nullable=False),
+    Column("description", Text),
+    Column("address_string", String(255)),
+    Column("media_url", String(1000)),
+    Column("email", String(255)),
+    Column("phone", String(32)),
+    Column("first_name", String(80)),
+    Column("last_name", String(80)),
+    Column("client_device_id", String(64), comment="the reporting app's device_id"),
+    Column("requested_at", UtcDateTime, nullable=False),
+    Index("ix_citizen_reports_incident", "incident_id"),
+    Index("ix_citizen_reports_requested", "requested_at"),
 )
 
 users = Table(
