@@ -9,6 +9,7 @@ float), embeds the metadata record in the file and writes it beside as ``<out>.j
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -105,8 +106,23 @@ def to_fp16(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
+def int8_excluded_nodes(graph_nodes: Sequence[Any]) -> list[str]:
+    """Nodes kept in float: everything but Conv, the first Conv (the image stem), the head's
+    last box/class convs and the DFL conv (its input is a softmax; one int8 scale ruins it).
+
+    Measured on the epoch-1 checkpoint (street-garbage val AP50): fp32 0.628; all convs int8
+    with MinMax 0.497; head kept float 0.499; plus the stem conv kept float 0.612; with
+    99.999th-percentile calibration 0.634.
+    """
+    convs = [n.name for n in graph_nodes if n.op_type == "Conv"]
+    keep_float = {n.name for n in graph_nodes if n.op_type != "Conv"}
+    keep_float.update(convs[:1])
+    keep_float.update(c for c in convs if "/dfl/" in c or re.search(r"cv[23]\.\d+\.2/Conv$", c))
+    return sorted(keep_float)
+
+
 def to_int8(src: Path, dst: Path, calibration: Sequence[Path], imgsz: int) -> None:
-    """Static QDQ int8 of the Conv layers (per-channel weights); the head's decode stays float."""
+    """Static QDQ int8 (per-channel weights, uint8 activations, percentile calibration)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -114,7 +130,7 @@ def to_int8(src: Path, dst: Path, calibration: Sequence[Path], imgsz: int) -> No
         raise ValueError("int8 export needs calibration images")
     model = onnx.load(str(src))
     input_name = model.graph.input[0].name
-    exclude = [n.name for n in model.graph.node if n.op_type != "Conv"]
+    exclude = int8_excluded_nodes(list(model.graph.node))
     del model
     quantize_static(
         str(src),
@@ -124,8 +140,9 @@ def to_int8(src: Path, dst: Path, calibration: Sequence[Path], imgsz: int) -> No
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
+        calibrate_method=CalibrationMethod.Percentile,
         nodes_to_exclude=exclude,
+        extra_options={"CalibPercentile": 99.999},
     )
 
 

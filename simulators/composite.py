@@ -239,6 +239,41 @@ def _luma(img: NDArray[Any]) -> float:
     return float(np.mean(img[..., 0] * 0.114 + img[..., 1] * 0.587 + img[..., 2] * 0.299))
 
 
+def light_patch(
+    region: NDArray[np.float32], patch: Mask, alpha: Mask, look: CoverLook, rng: np.random.Generator
+) -> Mask:
+    """The patch with the spot's lighting: brightness moved towards the spot's, a colour cast,
+    noise. ``region`` is the scene under the patch (same height and width)."""
+    weights = alpha > 0.5
+    if not weights.any():
+        raise ValueError("cover has no solid area")
+    spot, cover = _luma(region), _luma(patch[weights])
+    match = (max(spot, 8.0) / max(cover, 8.0)) ** look.light_match
+    gain = np.clip(match * look.gain, 0.35, 2.5)
+    lit = patch * gain * np.array(look.colour, dtype=np.float32)
+    if look.noise_sigma > 0:
+        lit = lit + rng.normal(0.0, look.noise_sigma, lit.shape).astype(np.float32)
+    return np.asarray(lit, dtype=np.float32)
+
+
+def solid_box(alpha: Mask, x: int, y: int) -> tuple[int, int, int, int]:
+    """Extent of alpha > 0.5 placed at ``(x, y)``: ``(x1, y1, x2, y2)``, right/bottom exclusive."""
+    ys, xs = np.nonzero(alpha > 0.5)
+    if not ys.size:
+        raise ValueError("patch has no solid area")
+    return (x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
+
+
+def blend(img: NDArray[np.float32], lit: Mask, alpha: Mask, x: int, y: int) -> None:
+    """Alpha-blend ``lit`` into ``img`` (float, in place) at top-left ``(x, y)``."""
+    ph, pw = alpha.shape
+    region = img[y : y + ph, x : x + pw]
+    if region.shape[:2] != (ph, pw):
+        raise ValueError("patch does not fit in the image at this position")
+    a = alpha[..., None]
+    region[:] = lit * a + region * (1.0 - a)
+
+
 def paste_cover(
     scene: Image,
     patch: Mask,
@@ -258,22 +293,10 @@ def paste_cover(
     region = out[y : y + ph, x : x + pw]
     if region.shape[:2] != (ph, pw):
         raise ValueError("cover does not fit in the scene at this position")
-    weights = alpha > 0.5
-    if not weights.any():
-        raise ValueError("cover has no solid area")
-    spot, cover = _luma(region), _luma(patch[weights])
-    match = (max(spot, 8.0) / max(cover, 8.0)) ** look.light_match
-    gain = np.clip(match * look.gain, 0.35, 2.5)
-    lit = patch * gain * np.array(look.colour, dtype=np.float32)
-    if look.noise_sigma > 0:
-        lit = lit + rng.normal(0.0, look.noise_sigma, lit.shape).astype(np.float32)
-    a = alpha[..., None]
-    region[:] = lit * a + region * (1.0 - a)
+    blend(out, light_patch(region, patch, alpha, look, rng), alpha, x, y)
     if look.shadow > 0:
         _cast_shadow(out, (x, y, x + pw, y + ph), look)
-    ys, xs = np.nonzero(weights)
-    box = (x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
-    return np.clip(out, 0, 255).astype(np.uint8), box
+    return np.clip(out, 0, 255).astype(np.uint8), solid_box(alpha, x, y)
 
 
 def _cast_shadow(img: NDArray[np.float32], box: tuple[int, int, int, int], look: CoverLook) -> None:

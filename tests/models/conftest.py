@@ -66,3 +66,16 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if text:
             (root / "labels" / "test" / f"{name}.txt").write_text(text)
     return root
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of the 'smoke' recipe on a handful of real images (offline, ~10 s on 2 cores)."""
+    from simulators.composite import datasets_root
+
+    if not (datasets_root() / "street-garbage").is_dir():
+        pytest.skip("shared datasets not present")
+    pytest.importorskip("ultralytics")
+    from models.train import PRESETS, train
+
+    return train(PRESETS["smoke"], runs_dir=tmp_path_factory.mktemp("runs"))
