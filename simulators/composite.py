@@ -241,7 +241,7 @@ def _luma(img: NDArray[Any]) -> float:
 
 def light_patch(
     region: NDArray[np.float32], patch: Mask, alpha: Mask, look: CoverLook, rng: np.random.Generator
-) -> Mask:
+) -> NDArray[np.floating[Any]]:
     """The patch with the spot's lighting: brightness moved towards the spot's, a colour cast,
     noise. ``region`` is the scene under the patch (same height and width)."""
     weights = alpha > 0.5
@@ -253,7 +253,7 @@ def light_patch(
     lit = patch * gain * np.array(look.colour, dtype=np.float32)
     if look.noise_sigma > 0:
         lit = lit + rng.normal(0.0, look.noise_sigma, lit.shape).astype(np.float32)
-    return np.asarray(lit, dtype=np.float32)
+    return np.asarray(lit)  # float64 (the gain is a float64 scalar); kept for reproducibility
 
 
 def solid_box(alpha: Mask, x: int, y: int) -> tuple[int, int, int, int]:
@@ -264,7 +264,9 @@ def solid_box(alpha: Mask, x: int, y: int) -> tuple[int, int, int, int]:
     return (x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
 
 
-def blend(img: NDArray[np.float32], lit: Mask, alpha: Mask, x: int, y: int) -> None:
+def blend(
+    img: NDArray[np.float32], lit: NDArray[np.floating[Any]], alpha: Mask, x: int, y: int
+) -> None:
     """Alpha-blend ``lit`` into ``img`` (float, in place) at top-left ``(x, y)``."""
     ph, pw = alpha.shape
     region = img[y : y + ph, x : x + pw]
