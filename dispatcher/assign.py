@@ -30,6 +30,30 @@ def shift_windows(shift: Shift, local_at: datetime) -> list[tuple[datetime, date
     return windows
 
 
+def break_windows(shift: Shift, start: datetime) -> list[tuple[datetime, datetime]]:
+    """The breaks of one occurrence of a shift that starts at ``start`` (local)."""
+    out = []
+    for brk in shift.breaks:
+        b_start = datetime.combine(start.date(), brk.start, tzinfo=start.tzinfo)
+        if b_start < start:
+            b_start += timedelta(days=1)
+        b_end = datetime.combine(b_start.date(), brk.end, tzinfo=start.tzinfo)
+        if b_end <= b_start:
+            b_end += timedelta(days=1)
+        out.append((b_start, b_end))
+    return out
+
+
+def in_shift(worker: Worker, at: datetime, site: Site) -> bool:
+    """True when ``at`` falls inside one of the worker's shifts (breaks included)."""
+    local = at.astimezone(site.tz)
+    return any(
+        _within(start, end, local)
+        for shift in worker.shifts
+        for start, end in shift_windows(shift, local)
+    )
+
+
 def on_duty(worker: Worker, at: datetime, site: Site) -> bool:
     """True when ``at`` falls inside one of the worker's shifts and not inside one of its breaks."""
     local = at.astimezone(site.tz)
@@ -37,17 +61,24 @@ def on_duty(worker: Worker, at: datetime, site: Site) -> bool:
         for start, end in shift_windows(shift, local):
             if not _within(start, end, local):
                 continue
-            for brk in shift.breaks:
-                b_start = datetime.combine(start.date(), brk.start, tzinfo=local.tzinfo)
-                if b_start < start:
-                    b_start += timedelta(days=1)
-                b_end = datetime.combine(b_start.date(), brk.end, tzinfo=local.tzinfo)
-                if b_end <= b_start:
-                    b_end += timedelta(days=1)
-                if _within(b_start, b_end, local):
-                    return False
-            return True
+            return not any(_within(b0, b1, local) for b0, b1 in break_windows(shift, start))
     return False
+
+
+def next_shift_change(site: Site, after: datetime) -> datetime:
+    """The first moment after ``after`` when someone's duty begins or ends (a shift or a break
+    starts or ends): when open tickets may find a worker and unaccepted ones change hands."""
+    local = after.astimezone(site.tz)
+    best: datetime | None = None
+    for worker in site.workers:
+        for shift in worker.shifts:
+            for back in (1, 0, -1, -2):
+                day = local - timedelta(days=back)
+                for start, end in shift_windows(shift, day):
+                    for moment in (start, end, *[t for b in break_windows(shift, start) for t in b]):
+                        if moment > local and (best is None or moment < best):
+                            best = moment
+    return (best or local + timedelta(days=1)).astimezone(after.tzinfo)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -9,8 +11,10 @@ from datetime import datetime, timedelta
 from config.site import Category
 from dispatcher.grids import distance_m
 
-# One degree of latitude is about 111 km; used to pre-filter candidates in the database.
-METRES_PER_DEG_LAT = 111_320.0
+# A little under the length of a degree of latitude (111.2 km), so boxes err on the large side.
+METRES_PER_DEG_LAT = 111_000.0
+# Side of the squares (in degrees, about 1.1 km north-south) that merge locks are taken on.
+LOCK_CELL_DEG = 0.01
 
 
 @dataclass(frozen=True)
@@ -25,9 +29,17 @@ class OpenIncident:
     track_keys: tuple[str, ...] = ()
 
 
-def track_key(device_id: str, source_id: str, track_id: str | None) -> str | None:
-    """A camera track's identity across events: the same track always merges into one incident."""
-    return f"{device_id}/{source_id}/{track_id}" if track_id else None
+def track_key(
+    device_id: str, source_id: str, source_type: str, track_id: str | None
+) -> str | None:
+    """What keeps seeing one problem across events: a camera's track, or a sensor itself.
+
+    The same key always merges into one incident. Citizen reports have none."""
+    if source_type == "sensor":
+        return f"{device_id}/{source_id}"
+    if source_type == "camera" and track_id:
+        return f"{device_id}/{source_id}/{track_id}"
+    return None
 
 
 def match_incident(
@@ -62,8 +74,28 @@ def match_incident(
 
 def search_box(lat: float, radius_m: float) -> tuple[float, float]:
     """Half-sizes (dlat, dlon) in degrees of a box that contains a circle of ``radius_m``."""
-    import math
-
     dlat = radius_m / METRES_PER_DEG_LAT
     dlon = radius_m / (METRES_PER_DEG_LAT * max(0.01, math.cos(math.radians(lat))))
     return dlat, dlon
+
+
+def _lock_id(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def merge_locks(kind: str, lat: float, lon: float, radius_m: float, key: str | None) -> set[int]:
+    """The advisory lock ids an observation must hold while it looks for its incident.
+
+    The plane is cut into squares of LOCK_CELL_DEG; an observation locks every square its
+    merge circle's bounding box touches (and its track key). Two observations of one kind
+    within ``radius_m`` of each other always share a square (each box holds the other
+    point), so two dispatcher processes can never both miss each other and open two
+    incidents for one problem.
+    """
+    dlat, dlon = search_box(lat, radius_m)
+    rows = range(math.floor((lat - dlat) / LOCK_CELL_DEG), math.floor((lat + dlat) / LOCK_CELL_DEG) + 1)
+    cols = range(math.floor((lon - dlon) / LOCK_CELL_DEG), math.floor((lon + dlon) / LOCK_CELL_DEG) + 1)
+    out = {_lock_id(f"merge|{kind}|{r}|{c}") for r in rows for c in cols}
+    if key is not None:
+        out.add(_lock_id(f"track|{key}"))
+    return out

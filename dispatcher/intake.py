@@ -5,6 +5,17 @@ batches, processes a batch in one transaction (each event in its own savepoint, 
 event cannot spoil the others), commits, and only then acknowledges them to the broker. A
 crash before the commit means the broker redelivers, and the ``event_id`` key makes the
 redelivery harmless.
+
+Merging is a read-then-write (find the open incident near this one, else open one), so it
+runs under locks: SQLite's BEGIN IMMEDIATE serialises writers; on PostgreSQL the batch first
+takes transaction-scoped advisory locks on the map squares its events could merge in (see
+``incidents.merge_locks``), in sorted order so that two processes never deadlock. Citizen
+reports from Open311 go through the same ``record`` under the same locks.
+
+Device clocks drift. Each device's offset is estimated from its live heartbeats; an event
+from a device more than SKEW_TOLERANCE off is placed at its device time minus the offset
+(``ts_source`` "corrected"), and one still in the future after that at its receive time
+("received"). The device's own time stays in the stored event.
 """
 
 from __future__ import annotations
@@ -12,35 +23,103 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from broker import topics
 from broker.client import Delivery
-from broker.messages import Event, MessageError
+from broker.messages import Event, Evidence, MessageError
 from config.clock import Clock
 from config.site import Site
 from dispatcher import tickets as ticket_ops
+from dispatcher import verify
+from dispatcher.accounts import worker_positions
 from dispatcher.evidence import BadImage, EvidenceStore
 from dispatcher.grids import GridIndex
-from dispatcher.incidents import OpenIncident, match_incident, search_box, track_key
+from dispatcher.incidents import (
+    OpenIncident,
+    match_incident,
+    merge_locks,
+    search_box,
+    track_key,
+)
 from dispatcher.lifecycle import Status, Transition
-from dispatcher.store.schema import dead_letters, events, evidence, incidents
+from dispatcher.store.schema import (
+    dead_letters,
+    devices,
+    events,
+    evidence,
+    incident_tracks,
+    incidents,
+)
 from dispatcher.store.schema import tickets as tickets_table
 
 log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTER_BYTES = 64 * 1024
 FUTURE_TOLERANCE = timedelta(seconds=60)
+SKEW_TOLERANCE = timedelta(seconds=30)
+CITIZEN_DEVICE = "citizen"
+SourceType = Literal["camera", "sensor", "citizen"]
 
 
 class Rejected(ValueError):
     """An event that cannot be processed; it goes to the dead-letter table with this reason."""
+
+
+def event_time(
+    device_ts: datetime, received_at: datetime, offset_s: float | None
+) -> tuple[datetime, str]:
+    """The time to file an event under, and why: the device's time ("device"), corrected by
+    the device's known clock offset ("corrected"), or our receive time when the device's
+    time is still in the future ("received")."""
+    ts, source = device_ts, "device"
+    if offset_s is not None and abs(offset_s) > SKEW_TOLERANCE.total_seconds():
+        ts, source = device_ts - timedelta(seconds=offset_s), "corrected"
+    if ts > received_at + FUTURE_TOLERANCE:
+        return received_at, "received"
+    return ts, source
+
+
+def next_offset(previous: float | None, sample: float) -> float:
+    """Smooth the clock-offset estimate (device time minus ours) with a new heartbeat sample;
+    a jump of more than SKEW_TOLERANCE (the device's clock was set) replaces it at once."""
+    if previous is None or abs(sample - previous) > SKEW_TOLERANCE.total_seconds():
+        return sample
+    return 0.8 * previous + 0.2 * sample
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One sighting of a problem, from a device event or a citizen report, ready to merge."""
+
+    event_id: str
+    device_id: str
+    source_id: str
+    source_type: SourceType
+    kind: str
+    state: Literal["new", "update", "cleared"]
+    seq: int
+    device_ts: datetime
+    ts: datetime
+    ts_source: str
+    lat: float
+    lon: float
+    track_id: str | None = None
+    confidence: float | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    snapshot: Evidence | None = None
+
+    @property
+    def key(self) -> str | None:
+        return track_key(self.device_id, self.source_id, self.source_type, self.track_id)
 
 
 @dataclass
@@ -53,8 +132,29 @@ class IntakeStats:
 
 
 @dataclass
+class BatchContext:
+    """What one transaction reuses across its events: open load per worker, positions."""
+
+    conn: Connection
+    _load: dict[str, int] | None = None
+    _positions: dict[str, tuple[float, float]] | None = None
+
+    @property
+    def load(self) -> dict[str, int]:
+        if self._load is None:
+            self._load = ticket_ops.open_load(self.conn)
+        return self._load
+
+    @property
+    def positions(self) -> dict[str, tuple[float, float]]:
+        if self._positions is None:
+            self._positions = worker_positions(self.conn)
+        return self._positions
+
+
+@dataclass
 class Intake:
-    """Turns event deliveries into incidents and tickets."""
+    """Turns event deliveries (and citizen reports) into incidents and tickets."""
 
     engine: Engine
     site: Site
@@ -70,9 +170,11 @@ class Intake:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._devices = {d.id for d in self.site.devices}
-        self._positions = {c.id: c.position for c in self.site.cameras} | {
-            s.id: s.position for s in self.site.sensors
+        self._sources = {c.id: (c.device, "camera", c.position) for c in self.site.cameras} | {
+            s.id: (s.device, "sensor", s.position) for s in self.site.sensors
         }
+        self.clock_offsets: dict[str, float] = {}
+        self._postgres = self.engine.dialect.name == "postgresql"
 
     # -- threading -----------------------------------------------------------------------
     def submit(self, delivery: Delivery) -> None:
@@ -80,6 +182,7 @@ class Intake:
         self._queue.put(delivery)
 
     def start(self) -> None:
+        self.load_offsets()
         self._thread = threading.Thread(target=self._run, name="intake", daemon=True)
         self._thread.start()
 
@@ -118,28 +221,131 @@ class Intake:
                 self.process(batch)
                 return
             except OperationalError as exc:
-                # The store is unavailable (disk full, locked, server away): keep the batch,
-                # do not ack, try again; the broker keeps the messages meanwhile.
+                # The store is unavailable (disk full, locked, server away, a deadlock): keep
+                # the batch, do not ack, try again; the broker keeps the messages meanwhile.
                 log.error("ticket store unavailable, retrying in %.1fs: %s", delay, exc.orig)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30)
 
+    # -- device clocks -------------------------------------------------------------------
+    def load_offsets(self) -> None:
+        with self.engine.connect() as conn:
+            for device_id, offset in conn.execute(
+                select(devices.c.device_id, devices.c.clock_offset_s).where(
+                    devices.c.clock_offset_s.is_not(None)
+                )
+            ):
+                self.clock_offsets[device_id] = float(offset)
+
+    def heartbeat(self, device_id: str, device_ts: datetime, received_at: datetime) -> float:
+        """Note a live heartbeat's time; returns the device's updated clock offset (seconds)."""
+        sample = (device_ts - received_at).total_seconds()
+        offset = next_offset(self.clock_offsets.get(device_id), sample)
+        if abs(offset) > SKEW_TOLERANCE.total_seconds() and (
+            abs(self.clock_offsets.get(device_id, 0.0)) <= SKEW_TOLERANCE.total_seconds()
+        ):
+            log.warning("device clock is off by %.0fs; correcting its event times", offset,
+                        extra={"device_id": device_id})
+        self.clock_offsets[device_id] = offset
+        return offset
+
+    # -- parsing -------------------------------------------------------------------------
+    def observe(self, d: Delivery, received_at: datetime) -> Observation:
+        """Parse and check one delivery; raises Rejected or MessageError with the reason."""
+        parsed = topics.parse_edge(d.topic)
+        if parsed is None or parsed.channel != "event":
+            raise Rejected(f"not an event topic: {d.topic}")
+        ev = Event.from_json(d.payload)
+        if ev.device_id != parsed.device_id:
+            raise Rejected(
+                f"device_id {ev.device_id!r} does not match topic device {parsed.device_id!r}"
+            )
+        if ev.device_id not in self._devices:
+            raise Rejected(f"unknown device {ev.device_id!r}")
+        if ev.kind not in self.site.categories:
+            raise Rejected(f"unknown category {ev.kind!r}")
+        source = self._sources.get(ev.source_id)
+        if source is not None and source[0] != ev.device_id:
+            raise Rejected(f"source {ev.source_id!r} belongs to device {source[0]!r}")
+        pos = ev.position or (source[2] if source else None)
+        if pos is None:
+            raise Rejected(f"event has no position and source {ev.source_id!r} is not in the site")
+        ts, ts_source = event_time(ev.ts, received_at, self.clock_offsets.get(ev.device_id))
+        if ts_source != "device":
+            log.info("event time %s taken from %s", ts.isoformat(), ts_source,
+                     extra={"device_id": ev.device_id, "event_id": str(ev.event_id)})
+        return Observation(
+            event_id=str(ev.event_id),
+            device_id=ev.device_id,
+            source_id=ev.source_id,
+            source_type=ev.source_type,
+            kind=ev.kind,
+            state=ev.state,
+            seq=ev.seq,
+            device_ts=ev.ts,
+            ts=ts,
+            ts_source=ts_source,
+            lat=pos.lat,
+            lon=pos.lon,
+            track_id=ev.track_id,
+            confidence=ev.confidence,
+            bbox=ev.bbox,
+            body=ev.model_dump(mode="json", by_alias=True, exclude={"snapshot"}, exclude_none=True),
+            snapshot=ev.snapshot,
+        )
+
+    def citizen(
+        self, *, kind: str, lat: float, lon: float, at: datetime, body: dict[str, Any]
+    ) -> Observation:
+        """An observation for a citizen's report (Open311), merged like any other."""
+        if kind not in self.site.categories:
+            raise Rejected(f"unknown category {kind!r}")
+        return Observation(
+            event_id=str(uuid.uuid4()), device_id=CITIZEN_DEVICE, source_id="open311",
+            source_type="citizen", kind=kind, state="new", seq=0, device_ts=at, ts=at,
+            ts_source="received", lat=lat, lon=lon, body=body,
+        )
+
     # -- processing ----------------------------------------------------------------------
+    def lock(self, conn: Connection, observations: Iterable[Observation]) -> None:
+        """Take the merge locks of these observations (PostgreSQL; sorted, so no deadlock)."""
+        if not self._postgres:
+            return
+        keys: set[int] = set()
+        for o in observations:
+            keys |= merge_locks(
+                o.kind, o.lat, o.lon, self.site.categories[o.kind].merge_radius_m, o.key
+            )
+        for k in sorted(keys):
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": k})
+
     def process(self, batch: list[Delivery]) -> None:
         """Process deliveries in one transaction, then ack them."""
         received_at = self.clock.now()
+        parsed: list[tuple[Delivery, Observation | str]] = []
+        for d in batch:
+            self.stats.received += 1
+            try:
+                parsed.append((d, self.observe(d, received_at)))
+            except (Rejected, MessageError) as exc:
+                parsed.append((d, str(exc)))
         with self.engine.begin() as conn:
-            for d in batch:
-                self.stats.received += 1
+            self.lock(conn, (o for _, o in parsed if isinstance(o, Observation)))
+            ctx = BatchContext(conn)
+            for d, o in parsed:
+                if isinstance(o, str):
+                    self._dead_letter(conn, d, o, received_at)
+                    continue
                 try:
                     with conn.begin_nested():
-                        self._handle(conn, d, received_at)
-                except (Rejected, MessageError, BadImage) as exc:
+                        self.record(conn, o, received_at, ctx)
+                except BadImage as exc:
                     self._dead_letter(conn, d, str(exc), received_at)
                 except OperationalError:
                     raise
                 except Exception as exc:
                     log.exception("event from %s failed; dead-lettered", d.topic)
+                    ctx = BatchContext(conn)
                     self._dead_letter(conn, d, f"internal error: {exc!r}", received_at)
         self.stats.batches += 1
         for d in batch:
@@ -166,87 +372,68 @@ class Intake:
             )
         )
 
-    def _handle(self, conn: Connection, d: Delivery, received_at: datetime) -> None:
-        parsed = topics.parse_edge(d.topic)
-        if parsed is None or parsed.channel != "event":
-            raise Rejected(f"not an event topic: {d.topic}")
-        ev = Event.from_json(d.payload)
-        if ev.device_id != parsed.device_id:
-            raise Rejected(f"device_id {ev.device_id!r} does not match topic device {parsed.device_id!r}")
-        if ev.device_id not in self._devices:
-            raise Rejected(f"unknown device {ev.device_id!r}")
-        if ev.kind not in self.site.categories:
-            raise Rejected(f"unknown category {ev.kind!r}")
-        self.record(conn, ev, received_at)
-
-    def record(self, conn: Connection, ev: Event, received_at: datetime) -> int | None:
-        """Store one event and apply it; returns the incident id (None for a duplicate)."""
-        ts, ts_source = ev.ts, "device"
-        if ev.ts > received_at + FUTURE_TOLERANCE:
-            ts, ts_source = received_at, "received"
-            log.warning(
-                "device clock ahead by %s; using receive time",
-                ev.ts - received_at,
-                extra={"device_id": ev.device_id, "event_id": ev.event_id},
-            )
-        pos = ev.position or self._positions.get(ev.source_id)
-        if pos is None:
-            raise Rejected(f"event has no position and source {ev.source_id!r} is not in the site")
-        body = ev.model_dump(mode="json", by_alias=True, exclude={"snapshot"}, exclude_none=True)
+    def record(
+        self, conn: Connection, o: Observation, received_at: datetime, ctx: BatchContext | None = None
+    ) -> int | None:
+        """Store one observation and apply it; returns the incident id (None for a duplicate
+        or a ``cleared`` that matched nothing). The caller holds the merge locks."""
+        ctx = ctx or BatchContext(conn)
         inserted = ticket_ops.insert_ignore(
             conn,
             events,
             {
-                "event_id": str(ev.event_id),
-                "device_id": ev.device_id,
-                "source_id": ev.source_id,
-                "source_type": ev.source_type,
-                "kind": ev.kind,
-                "state": ev.state,
-                "seq": ev.seq,
-                "device_ts": ev.ts,
-                "ts": ts,
-                "ts_source": ts_source,
+                "event_id": o.event_id,
+                "device_id": o.device_id,
+                "source_id": o.source_id,
+                "source_type": o.source_type,
+                "kind": o.kind,
+                "state": o.state,
+                "seq": o.seq,
+                "device_ts": o.device_ts,
+                "ts": o.ts,
+                "ts_source": o.ts_source,
                 "received_at": received_at,
-                "lat": pos.lat,
-                "lon": pos.lon,
-                "confidence": ev.confidence,
-                "body": body,
+                "lat": o.lat,
+                "lon": o.lon,
+                "confidence": o.confidence,
+                "body": o.body,
             },
         )
         if not inserted:
             self.stats.duplicates += 1
-            log.debug("duplicate event ignored", extra={"event_id": ev.event_id})
+            log.debug("duplicate event ignored", extra={"event_id": o.event_id})
             return None
-        evidence_id = self._store_evidence(conn, ev, received_at)
-        key = track_key(ev.device_id, ev.source_id, ev.track_id)
-        incident = self._find_incident(conn, ev.kind, pos.lat, pos.lon, ts, key)
-        if ev.state == "cleared":
+        evidence_id = self._store_evidence(conn, o, received_at)
+        incident = self._find_incident(conn, o)
+        if o.state == "cleared":
             if incident is not None:
-                self._cleared(conn, incident, ev, ts)
+                self._cleared(conn, incident, o)
             incident_id = incident.id if incident else None
         elif incident is None:
-            incident_id = self._open(conn, ev, pos.lat, pos.lon, ts, key)
+            incident_id = self._open(conn, o, ctx)
         else:
             incident_id = incident.id
-            self._touch(conn, incident, ev, ts, key)
-        conn.execute(
-            update(events)
-            .where(events.c.event_id == str(ev.event_id))
-            .values(incident_id=incident_id, evidence_id=evidence_id)
-        )
+            self._touch(conn, incident, o)
+        if incident_id is not None or evidence_id is not None:
+            conn.execute(
+                update(events)
+                .where(events.c.event_id == o.event_id)
+                .values(incident_id=incident_id, evidence_id=evidence_id)
+            )
         if evidence_id is not None and incident_id is not None:
             ticket_id = conn.execute(
                 select(tickets_table.c.id).where(tickets_table.c.incident_id == incident_id)
             ).scalar()
-            conn.execute(update(evidence).where(evidence.c.id == evidence_id).values(ticket_id=ticket_id))
+            conn.execute(
+                update(evidence).where(evidence.c.id == evidence_id).values(ticket_id=ticket_id)
+            )
         return incident_id
 
-    def _store_evidence(self, conn: Connection, ev: Event, at: datetime) -> int | None:
-        if ev.snapshot is None:
+    def _store_evidence(self, conn: Connection, o: Observation, at: datetime) -> int | None:
+        if o.snapshot is None:
             return None
-        stored = self.evidence_store.save(ev.snapshot.jpeg(), "snapshot", at)
-        crop = ev.snapshot.crop()
+        stored = self.evidence_store.save(o.snapshot.jpeg(), "snapshot", at)
+        crop = o.snapshot.crop()
         if crop:
             self.evidence_store.save(crop, "crop", at)
         return int(
@@ -263,11 +450,23 @@ class Intake:
             ).scalar_one()
         )
 
-    def _find_incident(
-        self, conn: Connection, kind: str, lat: float, lon: float, at: datetime, key: str | None
-    ) -> OpenIncident | None:
-        category = self.site.categories[kind]
-        dlat, dlon = search_box(lat, category.merge_radius_m)
+    def _find_incident(self, conn: Connection, o: Observation) -> OpenIncident | None:
+        """The open incident this observation belongs to: its track's, else the nearest of the
+        same kind within the merge radius and window (a ``cleared`` with a key: only its own)."""
+        key = o.key
+        if key is not None:
+            row = conn.execute(
+                select(incidents.c.id, incidents.c.kind, incidents.c.lat, incidents.c.lon,
+                       incidents.c.last_seen)
+                .join(incident_tracks, incident_tracks.c.incident_id == incidents.c.id)
+                .where(incident_tracks.c.track_key == key, incidents.c.status == "open")
+            ).first()
+            if row is not None:
+                return OpenIncident(row.id, row.kind, row.lat, row.lon, row.last_seen, (key,))
+            if o.state == "cleared":
+                return None
+        category = self.site.categories[o.kind]
+        dlat, dlon = search_box(o.lat, category.merge_radius_m)
         rows = conn.execute(
             select(
                 incidents.c.id,
@@ -275,86 +474,118 @@ class Intake:
                 incidents.c.lat,
                 incidents.c.lon,
                 incidents.c.last_seen,
-                incidents.c.track_keys,
             ).where(
                 incidents.c.status == "open",
-                incidents.c.kind == kind,
-                incidents.c.lat.between(lat - dlat, lat + dlat),
-                incidents.c.lon.between(lon - dlon, lon + dlon),
+                incidents.c.kind == o.kind,
+                incidents.c.lat.between(o.lat - dlat, o.lat + dlat),
+                incidents.c.lon.between(o.lon - dlon, o.lon + dlon),
             )
         ).all()
-        candidates = [
-            OpenIncident(r.id, r.kind, r.lat, r.lon, r.last_seen, tuple(r.track_keys or ()))
-            for r in rows
-        ]
-        if key is not None and not candidates:
-            # A long-lived track may have drifted outside the radius: look it up by key.
-            for r in conn.execute(
-                select(incidents).where(incidents.c.status == "open", incidents.c.kind == kind)
-            ).mappings():
-                if key in (r["track_keys"] or ()):
-                    return OpenIncident(
-                        r["id"], r["kind"], r["lat"], r["lon"], r["last_seen"], tuple(r["track_keys"])
-                    )
+        candidates = [OpenIncident(r.id, r.kind, r.lat, r.lon, r.last_seen) for r in rows]
         return match_incident(
-            kind=kind, lat=lat, lon=lon, at=at, key=key, category=category, candidates=candidates
+            kind=o.kind, lat=o.lat, lon=o.lon, at=o.ts, key=None, category=category,
+            candidates=candidates,
         )
 
-    def _open(
-        self, conn: Connection, ev: Event, lat: float, lon: float, at: datetime, key: str | None
-    ) -> int:
-        cell = self.grids.locate(lat, lon)
+    def _track(self, conn: Connection, incident_id: int, o: Observation) -> None:
+        """Attach the observation's track (or sensor) to the incident, seen now."""
+        key = o.key
+        if key is None:
+            return
+        done = conn.execute(
+            update(incident_tracks)
+            .where(incident_tracks.c.track_key == key)
+            .values(incident_id=incident_id, last_seen=o.ts, cleared_at=None)
+        ).rowcount
+        if not done:
+            conn.execute(
+                insert(incident_tracks).values(
+                    track_key=key, incident_id=incident_id, first_seen=o.ts, last_seen=o.ts,
+                    cleared_at=None,
+                )
+            )
+
+    def _open(self, conn: Connection, o: Observation, ctx: BatchContext) -> int:
+        cell = self.grids.locate(o.lat, o.lon)
+        key = o.key
         incident: dict[str, Any] = {
-            "kind": ev.kind,
+            "kind": o.kind,
             "status": "open",
-            "lat": lat,
-            "lon": lon,
+            "lat": o.lat,
+            "lon": o.lon,
             "grid_id": cell.id if cell else None,
             "street_id": cell.street if cell else None,
-            "source": ev.source_type,
-            "first_seen": at,
-            "last_seen": at,
-            "camera_ids": [ev.source_id] if ev.source_type == "camera" else [],
+            "source": o.source_type,
+            "first_seen": o.ts,
+            "last_seen": o.ts,
+            "camera_ids": [o.source_id] if o.source_type == "camera" else [],
             "track_keys": [key] if key else [],
-            "bbox": list(ev.bbox) if ev.bbox else None,
+            "bbox": list(o.bbox) if o.bbox else None,
             "events": 1,
         }
         incident_id = int(
             conn.execute(insert(incidents).values(**incident).returning(incidents.c.id)).scalar_one()
         )
         incident["id"] = incident_id
-        actor = f"device:{ev.device_id}"
-        ticket = ticket_ops.open_ticket(conn, site=self.site, incident=incident, at=at, actor=actor)
-        ticket_ops.assign(conn, self.site, ticket["id"], at=at, actor="system")
+        self._track(conn, incident_id, o)
+        actor = f"device:{o.device_id}" if o.source_type != "citizen" else "citizen:open311"
+        ticket = ticket_ops.open_ticket(conn, site=self.site, incident=incident, at=o.ts, actor=actor)
+        # Assigned at receive time: a device's late-delivered event still gets a worker who
+        # is on duty now.
+        ticket_ops.assign(
+            conn, self.site, ticket["id"], at=max(o.ts, self.clock.now()), actor="system",
+            positions=ctx.positions, load_by_worker=ctx.load,
+        )
         self.stats.tickets_opened += 1
         return incident_id
 
-    def _touch(
-        self, conn: Connection, inc: OpenIncident, ev: Event, at: datetime, key: str | None
-    ) -> None:
-        row = conn.execute(select(incidents).where(incidents.c.id == inc.id)).mappings().one()
-        cams = list(row["camera_ids"] or [])
-        if ev.source_type == "camera" and ev.source_id not in cams:
-            cams.append(ev.source_id)
-        keys = list(row["track_keys"] or [])
+    def _touch(self, conn: Connection, inc: OpenIncident, o: Observation) -> None:
+        row = conn.execute(
+            select(incidents.c.last_seen, incidents.c.camera_ids, incidents.c.track_keys,
+                   incidents.c.bbox, incidents.c.events)
+            .where(incidents.c.id == inc.id)
+        ).one()
+        cams = list(row.camera_ids or [])
+        if o.source_type == "camera" and o.source_id not in cams:
+            cams.append(o.source_id)
+        keys = list(row.track_keys or [])
+        key = o.key
         if key and key not in keys:
             keys.append(key)
         conn.execute(
             update(incidents)
             .where(incidents.c.id == inc.id)
             .values(
-                last_seen=max(row["last_seen"], at),
+                last_seen=max(row.last_seen, o.ts),
                 camera_ids=cams,
                 track_keys=keys,
-                bbox=list(ev.bbox) if ev.bbox else row["bbox"],
-                events=row["events"] + 1,
+                bbox=list(o.bbox) if o.bbox else row.bbox,
+                events=row.events + 1,
                 cleared_at=None,
             )
         )
+        self._track(conn, inc.id, o)
 
-    def _cleared(self, conn: Connection, inc: OpenIncident, ev: Event, at: datetime) -> None:
-        """The camera or sensor says the problem is gone; cancel if nobody has set out yet."""
-        conn.execute(update(incidents).where(incidents.c.id == inc.id).values(cleared_at=at))
+    def _cleared(self, conn: Connection, inc: OpenIncident, o: Observation) -> None:
+        """A camera or sensor says the problem is gone. Once every track on the incident says
+        so: cancel the ticket if nobody has set out yet, or settle a resolved one."""
+        key = o.key
+        if key is not None:
+            conn.execute(
+                update(incident_tracks)
+                .where(incident_tracks.c.track_key == key)
+                .values(cleared_at=o.ts, last_seen=o.ts)
+            )
+            still_seen = conn.execute(
+                select(incident_tracks.c.track_key).where(
+                    incident_tracks.c.incident_id == inc.id, incident_tracks.c.cleared_at.is_(None)
+                ).limit(1)
+            ).first()
+            if still_seen is not None:
+                log.info("incident %s: %s cleared, %s still sees it", inc.id, key,
+                         still_seen.track_key)
+                return
+        conn.execute(update(incidents).where(incidents.c.id == inc.id).values(cleared_at=o.ts))
         ticket = conn.execute(
             select(tickets_table).where(tickets_table.c.incident_id == inc.id)
         ).mappings().first()
@@ -369,8 +600,10 @@ class Intake:
                 conn,
                 ticket["id"],
                 Transition.CANCELLED,
-                at=at,
-                actor=f"device:{ev.device_id}",
-                reason=f"cleared by {ev.source_type} {ev.source_id} before anyone arrived",
-                close_reason="cleared_by_camera" if ev.source_type == "camera" else "cleared_by_sensor",
+                at=max(o.ts, ticket["opened_at"]),
+                actor=f"device:{o.device_id}",
+                reason=f"cleared by {o.source_type} {o.source_id} before anyone arrived",
+                close_reason="cleared_by_camera" if o.source_type == "camera" else "cleared_by_sensor",
             )
+        elif status is Status.RESOLVED:
+            verify.settle(conn, self.site, ticket["id"], self.clock.now())

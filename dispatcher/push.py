@@ -2,7 +2,11 @@
 
 Every transition's audit row is also the record of what must be pushed: a shipper thread
 turns unpushed rows into messages, publishes them (QoS 1) and marks the rows pushed once the
-broker acknowledged every message. A crash between commit and push only delays the push.
+broker acknowledged every message. A crash between commit and push only delays the push
+(a crash between PUBACK and the mark sends it twice: pushes are at-least-once, and carry the
+ticket's status and time so the app keeps the latest). On PostgreSQL several dispatcher
+processes share the audit table; a transaction-scoped advisory lock lets one of them ship at a
+time, in audit order.
 The web app receives the same messages: each dispatcher process subscribes to the worker
 topics and fans them out to its server-sent-event clients (see ``PushHub``).
 """
@@ -17,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, text, update
 
 from broker import topics
 from broker.client import Delivery, Published
@@ -26,8 +30,12 @@ from config.site import GeoPoint, Site
 from dispatcher.assign import supervisor_for
 from dispatcher.lifecycle import Transition
 from dispatcher.store.schema import audit, tickets
+from dispatcher.verify import REVIEW_ACTOR
 
 log = logging.getLogger(__name__)
+
+# Any constant: the PostgreSQL advisory lock that lets one process at a time ship pushes.
+SHIP_LOCK_KEY = 0x67770002
 
 _WORKER_ACTION: dict[str, TicketAction] = {
     Transition.ASSIGNED: "assigned",
@@ -90,7 +98,7 @@ def pushes_for(
                 SupervisorAlert(
                     supervisor_id=sup,
                     ticket_id=str(ticket["id"]),
-                    reason=reason,  # type: ignore[arg-type]
+                    reason=reason,
                     category=ticket["category"],
                     grid_id=ticket["grid_id"],
                     note=(row["reason"] or None) and str(row["reason"])[:500],
@@ -112,7 +120,10 @@ def pushes_for(
     if transition is Transition.OPENED and site.categories[ticket["category"]].notify_supervisor:
         alert("safety")
     if transition is Transition.ESCALATED:
-        alert("no_worker" if worker is None else "escalated")
+        if row["actor"] == REVIEW_ACTOR:
+            alert("review")
+        else:
+            alert("no_worker" if worker is None else "escalated")
     return out
 
 
@@ -144,46 +155,82 @@ class PushShipper:
             self._wake.wait(1.0)
             self._wake.clear()
             try:
-                while self.ship_once() == self.batch and not self._stop.is_set():
-                    pass
+                self.ship_all()
             except Exception:
                 log.exception("push shipping failed; will retry")
                 self._stop.wait(2)
 
-    def ship_once(self, ack_timeout_s: float = 10) -> int:
-        """Publish one batch of pending pushes; return how many audit rows were shipped."""
-        with self.engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    select(audit, tickets)
-                    .join(tickets, tickets.c.id == audit.c.ticket_id)
-                    .where(audit.c.pushed.is_(False))
-                    .order_by(audit.c.id)
-                    .limit(self.batch)
-                )
-                .mappings()
-                .all()
+    def ship_all(self) -> int:
+        """Ship until nothing is pending (or another process holds the shipping lock)."""
+        total = 0
+        while not self._stop.is_set():
+            n = self.ship_once()
+            if n is None:
+                self._stop.wait(0.01)
+                continue
+            total += n
+            if n < self.batch:
+                break
+        return total
+
+    def _pending(self, conn: Connection) -> list[dict[str, Any]]:
+        rows = (
+            conn.execute(
+                select(audit, tickets)
+                .join(tickets, tickets.c.id == audit.c.ticket_id)
+                .where(audit.c.pushed.is_(False))
+                .order_by(audit.c.id)
+                .limit(self.batch)
             )
-        if not rows:
-            return 0
+            .mappings()
+            .all()
+        )
+        return [
+            {"audit": {c.key: r[c] for c in audit.c}, "ticket": {c.key: r[c] for c in tickets.c}}
+            for r in rows
+        ]
+
+    def _publish(self, rows: list[dict[str, Any]], ack_timeout_s: float) -> bool:
+        """Publish the rows' messages; True once the broker acknowledged all of them."""
         pending: list[Published] = []
-        done_ids: list[int] = []
         for row in rows:
-            ticket = {k: row[tickets.c[k]] for k in tickets.c.keys()}
-            a = {k: row[audit.c[k]] for k in audit.c.keys()}
-            for topic, msg in pushes_for(a, ticket, self.site):
+            for topic, msg in pushes_for(row["audit"], row["ticket"], self.site):
                 pending.append(self.bus.publish(topic, msg))
-            done_ids.append(a["id"])
         deadline = time.monotonic() + ack_timeout_s
         while not all(p.done() for p in pending):
             if time.monotonic() > deadline or self._stop.is_set():
-                log.warning("pushes not acknowledged yet; will resend (%d rows)", len(done_ids))
-                return 0
-            time.sleep(0.005)
-        with self.engine.begin() as conn:
-            conn.execute(update(audit).where(audit.c.id.in_(done_ids)).values(pushed=True))
+                log.warning("pushes not acknowledged yet; will resend (%d rows)", len(rows))
+                return False
+            time.sleep(0.002)
         self.sent += len(pending)
-        return len(done_ids)
+        return True
+
+    def ship_once(self, ack_timeout_s: float = 10) -> int | None:
+        """Publish one batch of pending pushes; the number of audit rows shipped, or None when
+        another process is shipping right now."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.begin() as conn:
+                if not conn.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SHIP_LOCK_KEY}
+                ).scalar():
+                    return None
+                rows = self._pending(conn)
+                if not rows or not self._publish(rows, ack_timeout_s):
+                    return 0
+                self._mark(conn, rows)
+            return len(rows)
+        with self.engine.connect() as conn:
+            rows = self._pending(conn)
+        if not rows or not self._publish(rows, ack_timeout_s):
+            return 0
+        with self.engine.begin() as conn:
+            self._mark(conn, rows)
+        return len(rows)
+
+    @staticmethod
+    def _mark(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        ids = [r["audit"]["id"] for r in rows]
+        conn.execute(update(audit).where(audit.c.id.in_(ids)).values(pushed=True))
 
 
 class PushHub:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,15 @@ from dispatcher.lifecycle import InvalidTransition, Status, Transition
 from dispatcher.push import PushHub, PushShipper
 from dispatcher.settings import DispatcherSettings
 from dispatcher.store.db import make_engine, migrate
-from dispatcher.store.schema import devices, evidence, incidents, verifications
+from dispatcher.store.schema import (
+    citizen_reports,
+    devices,
+    evidence,
+    incidents,
+    verifications,
+)
+from dispatcher.store.schema import tickets as tickets_table
+from dispatcher.timers import Timers
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +84,13 @@ class Dispatcher:
         )
         self.metrics = metrics.MetricsShipper(self.engine, self.influx)
         self.intake = Intake(
-            self.engine, self.site, self.clock, self.evidence, on_committed=self.committed
+            self.engine, self.site, self.clock, self.evidence, on_committed=self.committed,
+            batch_size=s.intake_batch_size,
         )
-        self._stop = threading.Event()
-        self._sweeper: threading.Thread | None = None
+        self.timers = Timers(
+            self.engine, self.site, self.clock, on_committed=self.committed,
+            sweep_s=s.timer_sweep_s,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, wait_s: float | None = 15) -> None:
@@ -92,26 +102,25 @@ class Dispatcher:
         self.intake.start()
         self.pushes.start()
         self.metrics.start()
-        self._sweeper = threading.Thread(target=self._sweep_loop, name="sweeper", daemon=True)
-        self._sweeper.start()
+        self.timers.start()
         self.bus.start(wait_s=wait_s)
         log.info("dispatcher %s started", self.settings.mqtt_client_id)
 
     def stop(self) -> None:
-        self._stop.set()
+        self.timers.stop()
         self.intake.stop()
         self.bus.stop()
         self.pushes.stop()
         self.metrics.stop()
-        if self._sweeper is not None:
-            self._sweeper.join(5)
         self.engine.dispose()
         log.info("dispatcher %s stopped", self.settings.mqtt_client_id)
 
     def committed(self) -> None:
-        """After any commit that wrote audit rows: ship pushes and points now."""
+        """After any commit that wrote audit rows: ship pushes and points now, and re-arm
+        the timers if a ticket's next one is now the earliest."""
         self.pushes.wake()
         self.metrics.wake()
+        self.timers.poke()
 
     # -- worker actions (called by the API) ----------------------------------------------
     def _own(self, row: RowMapping, worker_id: str | None) -> None:
@@ -146,7 +155,7 @@ class Dispatcher:
             )
             row = tickets.assign(
                 conn, self.site, ticket_id, at=at, actor="system", exclude=frozenset({worker_id}),
-                reason=f"declined by {worker_id}",
+                positions=worker_positions(conn), reason=f"declined by {worker_id}",
             )
         self.committed()
         return row
@@ -239,35 +248,10 @@ class Dispatcher:
     # -- verification --------------------------------------------------------------------
     def settle(self, ticket_id: int) -> None:
         """Apply the verification judgement to a resolved ticket, if one can be made now."""
-        now = self.clock.now()
         with self.engine.begin() as conn:
-            row = tickets.load(conn, ticket_id)
-            if Status(row["status"]) is not Status.RESOLVED:
-                return
-            asked = conn.execute(
-                select(verifications.c.camera_id, verifications.c.outcome).where(
-                    verifications.c.ticket_id == ticket_id
-                )
-            ).all()
-            category = self.site.categories[row["category"]]
-            judgement = verify.judge(
-                category=category,
-                outcomes={c: o for c, o in asked if o},
-                asked=[c for c, _ in asked],
-                resolved_at=row["resolved_at"],
-                now=now,
-            )
-            transition = verify.transition_for(judgement.verdict)
-            if transition is not None:
-                tickets.apply(
-                    conn, ticket_id, transition, at=now, actor="system", reason=judgement.reason
-                )
-            elif judgement.verdict == "review" and not row["escalated"]:
-                tickets.apply(conn, ticket_id, Transition.ESCALATED, at=now, actor="system",
-                              reason=judgement.reason)
-            else:
-                return
-        self.committed()
+            judgement = verify.settle(conn, self.site, ticket_id, self.clock.now())
+        if judgement is not None:
+            self.committed()
 
     def _on_result(self, d: Delivery) -> None:
         try:
@@ -277,6 +261,11 @@ class Dispatcher:
             d.ack()
             return
         outcome = verify.result_outcome(result)
+        parsed = topics.parse_edge(d.topic)
+        if parsed is None or parsed.device_id != result.device_id:
+            log.warning("result for %s on topic %s ignored", result.device_id, d.topic,
+                        extra={"topic": d.topic})
+            outcome = None
         if outcome is None:
             d.ack()
             return
@@ -295,7 +284,9 @@ class Dispatcher:
                 ).scalar_one()
             done = conn.execute(
                 update(verifications)
-                .where(verifications.c.command_id == str(result.command_id))
+                .where(verifications.c.command_id == str(result.command_id),
+                       verifications.c.device_id == result.device_id,
+                       verifications.c.answered_at.is_(None))
                 .values(answered_at=now, outcome=outcome, evidence_id=evidence_id)
                 .returning(verifications.c.ticket_id)
             ).scalar()
@@ -316,31 +307,44 @@ class Dispatcher:
             d.ack()
             return
         body: dict[str, Any] = status.model_dump(mode="json", by_alias=True)
+        values: dict[str, Any] = {"online": status.online, "last_seen": status.ts, "status": body}
+        if status.online and not d.retain:
+            # A live heartbeat (a retained one may be old): estimate the device's clock offset.
+            values["clock_offset_s"] = self.intake.heartbeat(
+                status.device_id, status.ts, self.clock.now()
+            )
         with self.engine.begin() as conn:
             done = conn.execute(
-                update(devices)
-                .where(devices.c.device_id == status.device_id)
-                .values(online=status.online, last_seen=status.ts, status=body)
+                update(devices).where(devices.c.device_id == status.device_id).values(**values)
             ).rowcount
             if not done:
-                tickets.insert_ignore(
-                    conn,
-                    devices,
-                    {"device_id": status.device_id, "online": status.online,
-                     "last_seen": status.ts, "status": body},
-                )
+                tickets.insert_ignore(conn, devices, {"device_id": status.device_id, **values})
         d.ack()
 
-    def _sweep_loop(self) -> None:
-        while not self._stop.wait(1.0):
-            try:
-                self.sweep()
-            except Exception:
-                log.exception("sweep failed")
-
-    def sweep(self) -> None:
-        """Periodic checks that need no message to trigger them: verification timeouts."""
-        with self.engine.connect() as conn:
-            waiting = verify.resolved_waiting(conn)
-        for row in waiting:
-            self.settle(int(row["id"]))
+    # -- citizen reports (Open311) -------------------------------------------------------
+    def report_citizen(
+        self, *, kind: str, lat: float, lon: float, details: dict[str, Any]
+    ) -> tuple[int, int | None]:
+        """A citizen's report enters the same pipeline as a camera's event: it merges into an
+        open incident of its kind nearby, or opens one with its ticket. Returns the report's
+        id (Open311 service_request_id) and the ticket's id. Raises Rejected for a kind the
+        site does not have."""
+        at = self.clock.now()
+        obs = self.intake.citizen(kind=kind, lat=lat, lon=lon, at=at, body={
+            "service_code": kind, **{k: v for k, v in details.items() if v is not None}})
+        with self.engine.begin() as conn:
+            self.intake.lock(conn, [obs])
+            incident_id = self.intake.record(conn, obs, at)
+            report_id = conn.execute(
+                insert(citizen_reports).values(
+                    service_code=kind, event_id=obs.event_id, incident_id=incident_id,
+                    lat=lat, lon=lon, requested_at=at, **details,
+                ).returning(citizen_reports.c.id)
+            ).scalar_one()
+            ticket_id = conn.execute(
+                select(tickets_table.c.id).where(tickets_table.c.incident_id == incident_id)
+            ).scalar() if incident_id is not None else None
+        self.committed()
+        log.info("citizen report %s (%s) → incident %s, ticket %s", report_id, kind,
+                 incident_id, ticket_id, extra={"ticket_id": ticket_id})
+        return int(report_id), ticket_id

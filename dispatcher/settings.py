@@ -39,6 +39,18 @@ class DispatcherSettings(BaseSettings):
     environment: str = Field(default="development", description="development or production")
     admin_password: SecretStr | None = Field(default=None, description="creates the admin account")
     token_ttl_minutes: float = Field(default=12 * 60, gt=0, description="access token lifetime")
+    intake_batch_size: int = Field(
+        default=500, ge=1, le=10_000,
+        description="events per intake transaction (1: one transaction per event)",
+    )
+    timer_sweep_s: float = Field(
+        default=30, gt=0, le=3600,
+        description="how often timers set by other dispatcher processes are looked for",
+    )
+    open311_api_key: SecretStr | None = Field(
+        default=None,
+        description="when set, Open311 POST requests must carry this api_key",
+    )
 
     @model_validator(mode="after")
     def _no_placeholder_in_production(self) -> DispatcherSettings:

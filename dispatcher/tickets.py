@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
 from config.site import Site
 from dispatcher.assign import choose_worker
-from dispatcher.lifecycle import ACTIVE, Status, Transition, deadline, next_status
+from dispatcher.lifecycle import (
+    ACTIVE,
+    FINAL,
+    Status,
+    Transition,
+    deadline,
+    next_status,
+    next_timer,
+)
 from dispatcher.store.schema import audit, incidents, tickets
 
 log = logging.getLogger(__name__)
 
 _KEEP = object()
+# The actor of reassignments made because a worker did not accept in time; such a worker is
+# not offered the same ticket again.
+ACCEPT_TIMEOUT_ACTOR = "timer:accept_timeout"
 
 
 class TicketNotFound(LookupError):
@@ -61,29 +72,39 @@ def open_ticket(
     at: datetime,
     actor: str,
 ) -> RowMapping:
-    """Create the ticket of an incident (status open) and its ``opened`` audit row."""
+    """Create the ticket of an incident (status open) and its ``opened`` audit row.
+
+    The category's terms (SLA deadline, accept timeout, reminder lead, verification timeout)
+    are copied onto the ticket: a later change of the site file does not move its timers.
+    """
     category = site.categories[incident["kind"]]
-    ticket_id = conn.execute(
-        insert(tickets)
-        .values(
-            incident_id=incident["id"],
-            category=incident["kind"],
-            priority=category.priority,
-            status=Status.OPEN.value,
-            grid_id=incident["grid_id"],
-            street_id=incident["street_id"],
-            worker_id=None,
-            source=incident["source"],
-            lat=incident["lat"],
-            lon=incident["lon"],
-            opened_at=at,
-            deadline=deadline(at, category),
-            reopen_count=0,
-            escalated=False,
-            version=1,
-        )
-        .returning(tickets.c.id)
-    ).scalar_one()
+    values: dict[str, Any] = {
+        "incident_id": incident["id"],
+        "category": incident["kind"],
+        "priority": category.priority,
+        "status": Status.OPEN.value,
+        "grid_id": incident["grid_id"],
+        "street_id": incident["street_id"],
+        "worker_id": None,
+        "source": incident["source"],
+        "lat": incident["lat"],
+        "lon": incident["lon"],
+        "opened_at": at,
+        "deadline": deadline(at, category),
+        "reopen_count": 0,
+        "escalated": False,
+        "version": 1,
+        "accept_timeout_s": category.accept_timeout_minutes * 60,
+        "remind_before_s": category.remind_before_minutes * 60,
+        "verify_timeout_s": category.verify_timeout_seconds,
+        "assigned_at": None,
+        "resolved_at": None,
+        "reminded_at": None,
+        "breached_at": None,
+        "review_at": None,
+    }
+    values["timer_at"] = next_timer(values)
+    ticket_id = conn.execute(insert(tickets).values(**values).returning(tickets.c.id)).scalar_one()
     _audit(conn, ticket_id, Transition.OPENED, None, Status.OPEN, at, actor, None, None, None)
     return load(conn, ticket_id)
 
@@ -102,7 +123,8 @@ def apply(
     """Move a ticket through one lifecycle step; one audit row per call.
 
     Raises InvalidTransition when the lifecycle does not allow it, StaleTicket when another
-    writer changed the ticket between our read and our write.
+    writer changed the ticket between our read and our write. The ticket's next timer is
+    recomputed from its new state.
     """
     row = load(conn, ticket_id, for_update=True)
     current = Status(row["status"])
@@ -122,14 +144,18 @@ def apply(
         values["arrived_at"] = at
     if transition is Transition.RESOLVED:
         values["resolved_at"] = at
+        values["review_at"] = None
     if transition is Transition.REOPENED:
         values["reopen_count"] = row["reopen_count"] + 1
         values["resolved_at"] = None
         values["closed_at"] = None
         values["close_reason"] = None
+        values["review_at"] = None
     if transition is Transition.ESCALATED:
         values["escalated"] = True
-    if target in (Status.CLOSED, Status.CANCELLED, Status.REJECTED):
+    if transition is Transition.REMINDED:
+        values.setdefault("reminded_at", at)
+    if target in FINAL:
         values["closed_at"] = at
         values.setdefault(
             "close_reason",
@@ -138,6 +164,7 @@ def apply(
             ],
         )
     values["version"] = row["version"] + 1
+    values["timer_at"] = next_timer({**row, **values})
     done = conn.execute(
         update(tickets)
         .where(tickets.c.id == ticket_id, tickets.c.version == row["version"])
@@ -148,9 +175,13 @@ def apply(
     _audit(
         conn, ticket_id, transition, current, target, at, actor, new_worker, row["worker_id"], reason
     )
-    if target in (Status.CLOSED, Status.CANCELLED, Status.REJECTED):
+    if target in FINAL:
         conn.execute(
             update(incidents).where(incidents.c.id == row["incident_id"]).values(status="closed")
+        )
+    elif current in FINAL:
+        conn.execute(
+            update(incidents).where(incidents.c.id == row["incident_id"]).values(status="open")
         )
     log.info(
         "ticket %s %s: %s -> %s%s",
@@ -180,7 +211,7 @@ def _audit(
         insert(audit).values(
             ticket_id=ticket_id,
             at=at,
-            actor=actor,
+            actor=actor[:80],
             transition=transition.value,
             from_status=current.value if current else None,
             to_status=target.value,
@@ -206,6 +237,21 @@ def open_load(conn: Connection) -> dict[str, int]:
     return {str(w): int(n) for w, n in rows}
 
 
+def refusers(conn: Connection, ticket_id: int) -> frozenset[str]:
+    """Workers who declined this ticket or let it time out: not offered it again."""
+    rows = conn.execute(
+        select(audit.c.from_worker_id).where(
+            audit.c.ticket_id == ticket_id,
+            audit.c.from_worker_id.is_not(None),
+            or_(
+                audit.c.transition == Transition.DECLINED.value,
+                audit.c.actor == ACCEPT_TIMEOUT_ACTOR,
+            ),
+        )
+    ).scalars()
+    return frozenset(str(w) for w in rows)
+
+
 def assign(
     conn: Connection,
     site: Site,
@@ -216,32 +262,50 @@ def assign(
     exclude: frozenset[str] = frozenset(),
     positions: Mapping[str, tuple[float, float]] | None = None,
     reason: str | None = None,
+    load_by_worker: MutableMapping[str, int] | None = None,
+    escalate_if_none: bool = True,
 ) -> RowMapping:
     """Give a ticket to the best on-duty worker (first time: assigned, later: reassigned).
 
-    With nobody available the ticket goes back to open (if someone had it) and is escalated
-    to the street supervisor's queue.
+    Workers who declined it or let it time out are never chosen again. With nobody available
+    the ticket goes back to open (if someone had it) and is escalated to the street
+    supervisor's queue (unless ``escalate_if_none`` is off: then nothing changes).
+    ``load_by_worker`` is a running count of open tickets per worker that the caller keeps
+    across many assignments (one query instead of one per ticket); it is updated here.
     """
     row = load(conn, ticket_id)
+    if row["assigned_at"] is not None:
+        exclude = exclude | refusers(conn, ticket_id)
+    current_load = load_by_worker if load_by_worker is not None else open_load(conn)
     choice = choose_worker(
         site=site,
         grid_id=row["grid_id"],
         at=at,
-        open_load=open_load(conn),
+        open_load=current_load,
         positions=positions or {},
         target=(row["lat"], row["lon"]),
         exclude=exclude,
     )
     if choice.worker_id is None:
+        if not escalate_if_none:
+            return row
         if row["worker_id"] is not None:
             apply(
                 conn, ticket_id, Transition.UNASSIGNED, at=at, actor=actor, worker_id=None,
                 reason=reason,
             )
+            if load_by_worker is not None and load_by_worker.get(row["worker_id"], 0) > 0:
+                load_by_worker[row["worker_id"]] -= 1
         return apply(conn, ticket_id, Transition.ESCALATED, at=at, actor=actor, reason=choice.reason)
     first = Status(row["status"]) is Status.OPEN and row["assigned_at"] is None
     transition = Transition.ASSIGNED if first else Transition.REASSIGNED
     note = choice.reason if reason is None else f"{reason}; {choice.reason}"
-    return apply(
+    out = apply(
         conn, ticket_id, transition, at=at, actor=actor, worker_id=choice.worker_id, reason=note
     )
+    if load_by_worker is not None:
+        load_by_worker[choice.worker_id] = load_by_worker.get(choice.worker_id, 0) + 1
+        previous = row["worker_id"]
+        if previous and previous != choice.worker_id and load_by_worker.get(previous, 0) > 0:
+            load_by_worker[previous] -= 1
+    return out

@@ -13,8 +13,9 @@ from sqlalchemy import Connection, select
 
 from broker.messages import Command, CommandResult
 from config.site import Category, Site
+from dispatcher import tickets as ticket_ops
 from dispatcher.lifecycle import Status, Transition
-from dispatcher.store.schema import incidents, tickets
+from dispatcher.store.schema import incident_tracks, verifications
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +35,23 @@ def judge(
     asked: Iterable[str],
     resolved_at: datetime,
     now: datetime,
+    timeout_s: float | None = None,
 ) -> Judgement:
     """Decide a resolved ticket's fate from the cameras' answers so far.
 
     Any camera that still sees the problem reopens it; all asked cameras clear closes it; while
-    answers are missing we wait until the category's timeout, then apply its policy (close
-    on the worker's photo, or send it to the supervisor for review).
+    answers are missing we wait until the timeout (the category's, unless the ticket carries
+    its own), then apply its policy (close on the worker's photo, or send it to the
+    supervisor for review).
     """
+    timeout = category.verify_timeout_seconds if timeout_s is None else timeout_s
     asked = list(asked)
     if any(o == "still_present" for o in outcomes.values()):
         cams = ", ".join(c for c, o in outcomes.items() if o == "still_present")
         return Judgement("reopen", f"camera {cams} still sees it")
     if asked and all(outcomes.get(c) == "clear" for c in asked):
         return Judgement("close", f"verified clear by camera {', '.join(asked)}")
-    if asked and now < resolved_at + timedelta(seconds=category.verify_timeout_seconds):
+    if asked and now < resolved_at + timedelta(seconds=timeout):
         return Judgement("wait", "waiting for the camera")
     why = "no camera answered in time" if asked else "no camera covers it"
     if category.on_no_verification == "accept_with_photo":
@@ -55,14 +59,14 @@ def judge(
     return Judgement("review", f"{why}; needs the supervisor's review")
 
 
-def cameras_for(site: Site, incident: Mapping[str, Any]) -> list[str]:
+def cameras_for(site: Site, incident: Mapping[Any, Any]) -> list[str]:
     """Cameras that saw the incident (and still exist in the site)."""
     known = {c.id for c in site.cameras}
     return [c for c in (incident.get("camera_ids") or []) if c in known]
 
 
 def verify_commands(
-    site: Site, ticket: Mapping[str, Any], incident: Mapping[str, Any], at: datetime
+    site: Site, ticket: Mapping[Any, Any], incident: Mapping[Any, Any], at: datetime
 ) -> list[Command]:
     """One ``verify`` command per camera that saw the incident."""
     category = site.categories[ticket["category"]]
@@ -89,16 +93,6 @@ def verify_commands(
     return cmds
 
 
-def resolved_waiting(conn: Connection) -> list[dict[str, Any]]:
-    """Resolved tickets (awaiting verification) with their incidents."""
-    rows = conn.execute(
-        select(tickets, incidents.c.camera_ids, incidents.c.bbox)
-        .join(incidents, incidents.c.id == tickets.c.incident_id)
-        .where(tickets.c.status == Status.RESOLVED.value)
-    ).mappings()
-    return [dict(r) for r in rows]
-
-
 def transition_for(verdict: Verdict) -> Transition | None:
     return {"close": Transition.VERIFIED, "reopen": Transition.REOPENED}.get(verdict)
 
@@ -108,3 +102,62 @@ def result_outcome(result: CommandResult) -> str | None:
     if result.action != "verify" or result.outcome not in ("clear", "still_present"):
         return None
     return result.outcome
+
+
+# Actors of the verification's own transitions (pushes tell a review from an escalation).
+VERIFY_ACTOR = "system:verify"
+REVIEW_ACTOR = "system:review"
+
+
+def answers(
+    conn: Connection, category: Category, ticket: Mapping[Any, Any]
+) -> tuple[list[str], dict[str, str]]:
+    """Who was asked to confirm a resolved ticket, and what each has said so far.
+
+    Cameras: the verify commands sent at resolution and their results. Sensors: the
+    incident's sensors, clear once each has reported its reading back to normal. Photo
+    categories ask nobody.
+    """
+    if category.verify == "camera":
+        rows = conn.execute(
+            select(verifications.c.camera_id, verifications.c.outcome).where(
+                verifications.c.ticket_id == ticket["id"]
+            )
+        ).all()
+        return [c for c, _ in rows], {c: o for c, o in rows if o}
+    if category.verify == "sensor":
+        rows = conn.execute(
+            select(incident_tracks.c.track_key, incident_tracks.c.cleared_at).where(
+                incident_tracks.c.incident_id == ticket["incident_id"]
+            )
+        ).all()
+        return [k for k, _ in rows], {k: "clear" for k, cleared in rows if cleared is not None}
+    return [], {}
+
+
+def settle(conn: Connection, site: Site, ticket_id: int, now: datetime) -> Judgement | None:
+    """Apply the verification judgement to a resolved ticket if one can be made at ``now``:
+    close it, reopen it to the same worker, or (once) ask the supervisor to review it.
+    Returns the judgement acted on, or None (not resolved, or still waiting)."""
+    row = ticket_ops.load(conn, ticket_id, for_update=True)
+    if Status(row["status"]) is not Status.RESOLVED:
+        return None
+    category = site.categories[row["category"]]
+    asked, outcomes = answers(conn, category, row)
+    judgement = judge(
+        category=category, outcomes=outcomes, asked=asked, resolved_at=row["resolved_at"],
+        now=now, timeout_s=row["verify_timeout_s"],
+    )
+    transition = transition_for(judgement.verdict)
+    if transition is not None:
+        ticket_ops.apply(
+            conn, ticket_id, transition, at=now, actor=VERIFY_ACTOR, reason=judgement.reason
+        )
+        return judgement
+    if judgement.verdict == "review" and row["review_at"] is None:
+        ticket_ops.apply(
+            conn, ticket_id, Transition.ESCALATED, at=now, actor=REVIEW_ACTOR,
+            reason=judgement.reason, review_at=now,
+        )
+        return judgement
+    return None

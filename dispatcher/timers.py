@@ -1,0 +1,286 @@
+"""Ticket timers: accept timeouts, SLA reminders and escalations, verification timeouts, shift
+changes; scheduled with APScheduler, kept in the ticket store.
+
+Each ticket row carries ``timer_at``, the time its next timer is due, recomputed by every
+transition from the ticket's state (``lifecycle.timers_of``). The store is therefore the job
+store: nothing is lost in a restart, and at start every overdue timer fires. APScheduler only
+decides when to look: one date job armed for the earliest ``timer_at`` (re-armed after every
+commit that may bring it forward), one at the next shift change, and a periodic sweep that
+catches timers set by other dispatcher processes.
+
+Firing is idempotent: each ticket is handled in its own transaction, locked (PostgreSQL:
+``FOR UPDATE SKIP LOCKED``, so two processes never handle one ticket at once; SQLite: the
+write lock), and ``due_timers`` is re-evaluated on the locked row. A timer whose action has
+happened is no longer due (the state moved, or its once-only mark is set), so a second
+firing finds nothing to do. Every decision takes ``now`` as an argument: tests move a
+ManualClock and call ``run_due``/``handover`` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Connection, Engine, func, select, update
+
+from config.clock import Clock
+from config.site import Site
+from dispatcher import tickets as ticket_ops
+from dispatcher import verify
+from dispatcher.accounts import worker_positions
+from dispatcher.assign import in_shift, next_shift_change
+from dispatcher.lifecycle import Status, TimerKind, Transition, due_timers, next_timer
+from dispatcher.store.schema import tickets
+
+log = logging.getLogger(__name__)
+
+REMINDER_ACTOR = "timer:reminder"
+SLA_ACTOR = "timer:sla"
+SHIFT_ACTOR = "timer:shift"
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class Fired:
+    """One timer that acted: on which ticket, which timer, and what happened."""
+
+    ticket_id: int
+    kind: TimerKind | str
+    outcome: str
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} min"
+
+
+class Timers:
+    """The timers of one dispatcher process (several processes may share one store)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        site: Site,
+        clock: Clock,
+        on_committed: Callable[[], None] = lambda: None,
+        sweep_s: float = 30.0,
+    ) -> None:
+        self.engine, self.site, self.clock = engine, site, clock
+        self.on_committed = on_committed
+        self.sweep_s = sweep_s
+        self._lock = threading.Lock()
+        self._armed: datetime | None = None
+        self._postgres = engine.dialect.name == "postgresql"
+        self._scheduler: BackgroundScheduler | None = None
+
+    # -- scheduling ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Fire what fell due while we were away, then keep watching."""
+        self._scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        self._scheduler.start()
+        self._scheduler.add_job(self._safely, "interval", seconds=self.sweep_s, id="sweep",
+                                args=[self._sweep])
+        self._scheduler.add_job(self._safely, "date", id="start", args=[self._sweep],
+                                run_date=datetime.now(UTC))
+        self._arm_shift()
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+
+    def _real_time(self, at: datetime) -> datetime:
+        """When, on the wall clock, our clock will read ``at`` (they differ under test)."""
+        return datetime.now(UTC) + max(timedelta(0), at - self.clock.now())
+
+    def _safely(self, job: Callable[[], object]) -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("timer job %s failed; the sweep will retry", job.__name__)
+
+    def _sweep(self) -> None:
+        self.run_due()
+        self.poke(force=True)
+
+    def poke(self, force: bool = False) -> None:
+        """Re-arm the due job if the store's earliest timer is earlier than the one armed."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        with self.engine.connect() as conn:
+            earliest = conn.execute(select(func.min(tickets.c.timer_at))).scalar()
+        with self._lock:
+            if earliest is None or (
+                not force and self._armed is not None and self._armed <= earliest
+            ):
+                return
+            self._armed = earliest
+            scheduler.add_job(self._safely, "date", id="due", replace_existing=True,
+                              args=[self._sweep], run_date=self._real_time(earliest))
+
+    def _arm_shift(self) -> None:
+        if self._scheduler is None:
+            return
+        at = next_shift_change(self.site, self.clock.now())
+        self._scheduler.add_job(self._safely, "date", id="shift", replace_existing=True,
+                                args=[self._shift_change], run_date=self._real_time(at))
+
+    def _shift_change(self) -> None:
+        try:
+            self.handover()
+        finally:
+            self._arm_shift()
+
+    # -- firing --------------------------------------------------------------------------
+    def run_due(self, now: datetime | None = None) -> list[Fired]:
+        """Handle every timer due at ``now`` (default: the clock's now)."""
+        now = now or self.clock.now()
+        fired: list[Fired] = []
+        tried: set[int] = set()
+        while True:
+            with self.engine.connect() as conn:
+                ids = [
+                    i
+                    for i in conn.execute(
+                        select(tickets.c.id)
+                        .where(tickets.c.timer_at <= now)
+                        .order_by(tickets.c.timer_at)
+                        .limit(BATCH + len(tried))
+                    ).scalars()
+                    if i not in tried
+                ]
+            if not ids:
+                break
+            for ticket_id in ids:
+                tried.add(ticket_id)
+                try:
+                    fired += self._fire(ticket_id, now)
+                except ticket_ops.StaleTicket:
+                    log.info("ticket %s changed while its timer fired; the sweep retries",
+                             ticket_id, extra={"ticket_id": ticket_id})
+                except Exception:
+                    log.exception("timer of ticket %s failed", ticket_id,
+                                  extra={"ticket_id": ticket_id})
+        if fired:
+            self.on_committed()
+        return fired
+
+    def _locked(self, conn: Connection, ticket_id: int) -> bool:
+        """Lock the ticket for this transaction; False if another process holds it."""
+        if not self._postgres:
+            return True
+        got = conn.execute(
+            select(tickets.c.id).where(tickets.c.id == ticket_id).with_for_update(skip_locked=True)
+        ).first()
+        return got is not None
+
+    def _fire(self, ticket_id: int, now: datetime) -> list[Fired]:
+        out: list[Fired] = []
+        with self.engine.begin() as conn:
+            if not self._locked(conn, ticket_id):
+                return out
+            for _ in range(len(TimerKind)):
+                row = ticket_ops.load(conn, ticket_id)
+                due = due_timers(row, now)
+                if not due:
+                    break
+                out.append(Fired(ticket_id, due[0], self._act(conn, row, due[0], now)))
+            row = ticket_ops.load(conn, ticket_id)
+            expected = next_timer(row)
+            if row["timer_at"] != expected:  # stale (e.g. written by an older version)
+                conn.execute(
+                    update(tickets).where(tickets.c.id == ticket_id).values(timer_at=expected)
+                )
+        return out
+
+    def _act(self, conn: Connection, t: Mapping[Any, Any], kind: TimerKind, now: datetime) -> str:
+        ticket_id = int(t["id"])
+        if kind is TimerKind.VERIFY_TIMEOUT:
+            judgement = verify.settle(conn, self.site, ticket_id, now)
+            if judgement is None:  # cannot happen once the timeout passed; never loop on it
+                ticket_ops.apply(conn, ticket_id, Transition.ESCALATED, at=now,
+                                 actor=verify.REVIEW_ACTOR, reason="verification undecided",
+                                 review_at=now)
+                return "review"
+            return judgement.verdict
+        if kind is TimerKind.ACCEPT_TIMEOUT:
+            after = ticket_ops.assign(
+                conn, self.site, ticket_id, at=now, actor=ticket_ops.ACCEPT_TIMEOUT_ACTOR,
+                exclude=frozenset({str(t["worker_id"])}) if t["worker_id"] else frozenset(),
+                positions=worker_positions(conn),
+                reason=f"{t['worker_id']} did not accept within {_minutes(t['accept_timeout_s'])}",
+            )
+            return f"to {after['worker_id']}" if after["worker_id"] else "to the supervisor"
+        if kind is TimerKind.REMINDER:
+            ticket_ops.apply(
+                conn, ticket_id, Transition.REMINDED, at=now, actor=REMINDER_ACTOR,
+                reason=f"due by {t['deadline']:%Y-%m-%d %H:%M} UTC", reminded_at=now,
+            )
+            return "reminded"
+        ticket_ops.apply(
+            conn, ticket_id, Transition.ESCALATED, at=now, actor=SLA_ACTOR,
+            reason=f"SLA deadline {t['deadline']:%Y-%m-%d %H:%M} UTC passed", breached_at=now,
+        )
+        return "escalated"
+
+    # -- shift changes -------------------------------------------------------------------
+    def handover(self, now: datetime | None = None) -> list[Fired]:
+        """At a shift change: tickets waiting for a worker get one who is now on duty, and
+        tickets not yet accepted by a worker whose shift has ended go to one who is on duty
+        (accepted work stays with whoever accepted it)."""
+        now = now or self.clock.now()
+        with self.engine.connect() as conn:
+            waiting = conn.execute(
+                select(tickets.c.id, tickets.c.worker_id, tickets.c.status).where(
+                    tickets.c.status.in_([Status.OPEN.value, Status.ASSIGNED.value])
+                )
+            ).all()
+        workers = {w.id: w for w in self.site.workers}
+        out: list[Fired] = []
+        for ticket_id, worker_id, status in waiting:
+            if status == Status.ASSIGNED.value:
+                worker = workers.get(worker_id)
+                if worker is not None and in_shift(worker, now, self.site):
+                    continue
+            elif worker_id is not None:
+                continue
+            try:
+                result = self._hand_over(int(ticket_id), now)
+            except Exception:
+                log.exception("handover of ticket %s failed", ticket_id,
+                              extra={"ticket_id": ticket_id})
+                continue
+            if result is not None:
+                out.append(Fired(int(ticket_id), "shift_change", result))
+        if out:
+            self.on_committed()
+        return out
+
+    def _hand_over(self, ticket_id: int, now: datetime) -> str | None:
+        with self.engine.begin() as conn:
+            if not self._locked(conn, ticket_id):
+                return None
+            row = ticket_ops.load(conn, ticket_id)
+            before = row["worker_id"]
+            if Status(row["status"]) not in (Status.OPEN, Status.ASSIGNED):
+                return None
+            after = ticket_ops.assign(
+                conn, self.site, ticket_id, at=now, actor=SHIFT_ACTOR,
+                exclude=frozenset({before}) if before else frozenset(),
+                positions=worker_positions(conn),
+                reason="shift change" if before else "a worker is on duty now",
+                escalate_if_none=False,
+            )
+            if after["worker_id"] == before:
+                return None
+            return f"to {after['worker_id']}"
