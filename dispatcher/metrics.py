@@ -461,12 +461,21 @@ def _literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _conditions(*parts: str, filters: Mapping[Dimension, str] | None = None) -> str:
+Filters = Mapping[Dimension, str | Sequence[str]]
+
+
+def _conditions(*parts: str, filters: Filters | None = None) -> str:
+    """WHERE clauses joined by AND; a filter's value is one tag value or a list (any of them;
+    an empty list matches nothing)."""
     where = [p for p in parts if p]
     for dim, value in (filters or {}).items():
         if dim not in DIMENSIONS:
             raise ValueError(f"unknown dimension {dim!r}; use one of {DIMENSIONS}")
-        where.append(f'"{dim}" = {_literal(value)}')
+        values = [value] if isinstance(value, str) else list(value)
+        if not values:
+            where.append('"ticket_id" < 0')  # no point has one
+            continue
+        where.append("(" + " OR ".join(f'"{dim}" = {_literal(v)}' for v in values) + ")")
     return " AND ".join(where)
 
 
@@ -517,7 +526,7 @@ class Kpi:
 
 
 def _backlog_statement(
-    by: Dimension | None, before: str, filters: Mapping[Dimension, str] | None
+    by: Dimension | None, before: str, filters: Filters | None
 ) -> str:
     if by == "worker":
         return (f'SELECT SUM("delta") AS n FROM "{WORKLOAD}" WHERE '
@@ -530,11 +539,11 @@ def kpis(
     influx: InfluxClient,
     period: Period,
     by: Dimension | None = None,
-    filters: Mapping[Dimension, str] | None = None,
+    filters: Filters | None = None,
 ) -> list[Kpi]:
     """Closure rate, time to close (median, p90), SLA compliance, reopen rate and backlog per
     group of ``by`` (one ``all`` row when None), over ``period``, optionally filtered
-    (e.g. ``{"grid": "g1"}``). One request to InfluxDB."""
+    (e.g. ``{"grid": "g1"}`` or ``{"street": ["s1", "s2"]}``). One request to InfluxDB."""
     within = period.where()
     verified = _transition_is(Transition.VERIFIED)
     statements = [
@@ -609,7 +618,7 @@ def _float(v: Any) -> float | None:
 
 
 def totals(influx: InfluxClient, period: Period,
-           filters: Mapping[Dimension, str] | None = None) -> Kpi:
+           filters: Filters | None = None) -> Kpi:
     """The KPIs of everything in the period (filtered), as one row keyed ``all``."""
     rows = kpis(influx, period, None, filters)
     if rows:
@@ -621,7 +630,7 @@ def backlog(
     influx: InfluxClient,
     at: datetime,
     by: Dimension | None = None,
-    filters: Mapping[Dimension, str] | None = None,
+    filters: Filters | None = None,
 ) -> dict[str, int]:
     """Tickets still open at ``at`` per group (for workers: tickets they hold)."""
     rows = influx.query(_backlog_statement(by, f"time < '{_rfc3339(at)}'", filters))
@@ -651,7 +660,7 @@ def discovery(
     influx: InfluxClient,
     period: Period,
     by: Dimension | None = None,
-    filters: Mapping[Dimension, str] | None = None,
+    filters: Filters | None = None,
 ) -> list[Discovery]:
     """Tickets opened per source (camera, sensor, citizen) per group of ``by``."""
     if by == "source":
@@ -757,7 +766,7 @@ def series(
     interval: Interval,
     tz: ZoneInfo,
     by: Dimension | None = None,
-    filters: Mapping[Dimension, str] | None = None,
+    filters: Filters | None = None,
 ) -> TimeSeries:
     """How many ``transition`` points fell in each hour/day/week/month (local time) of the
     period, per group; weeks start on Monday. E.g. opened vs verified per day for a chart."""
@@ -781,7 +790,7 @@ def backlog_series(
     interval: Interval,
     tz: ZoneInfo,
     by: Dimension | None = None,
-    filters: Mapping[Dimension, str] | None = None,
+    filters: Filters | None = None,
 ) -> TimeSeries:
     """The backlog at the end of each bucket of the period, per group."""
     starts = buckets(period, interval, tz)

@@ -111,6 +111,9 @@ def test_by_grid_category_and_source(morning: InfluxV1) -> None:
     assert cats["manhole_missing"].median_close_s == 150 * 60
     only_g1 = metrics.kpis(morning, WHOLE, "category", filters={"grid": "g1"})
     assert [(k.key, k.opened) for k in only_g1] == [("garbage", 3)]
+    both = metrics.totals(morning, WHOLE, filters={"grid": ["g1", "g2"], "street": ["s1"]})
+    assert (both.opened, both.median_close_s) == (6, 45 * 60)  # exact across the two cells
+    assert metrics.kpis(morning, WHOLE, "grid", filters={"grid": []}) == []
 
 
 def test_by_worker(morning: InfluxV1) -> None:
