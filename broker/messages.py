@@ -329,6 +329,8 @@ def parse_any(payload: bytes | str) -> Message:
         doc = json.loads(payload)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MessageError(f"not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise MessageError("not JSON: nested too deeply") from exc
     if not isinstance(doc, dict):
         raise MessageError("payload must be a JSON object")
     schema = doc.get("schema")

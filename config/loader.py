@@ -78,14 +78,56 @@ def read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(path, [f"cannot read file: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"not UTF-8 text: {exc.reason} at byte {exc.start}"]) from exc
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(
             path, [f"{where}YAML syntax error: {getattr(exc, 'problem', exc)}"]
         ) from exc
+    except RecursionError as exc:
+        raise ConfigError(path, ["YAML nested too deeply"]) from exc
+    problem = _alias_problem(data)
+    if problem:
+        raise ConfigError(path, [problem])
+    return data
+
+
+MAX_YAML_VALUES = 1_000_000
+
+
+def _alias_problem(data: Any) -> str | None:
+    """YAML aliases can make a cycle or a tree of exponential size ("billion laughs"); say which.
+
+    Counts the values the document expands to, each shared node once (memo by identity).
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ValueError("YAML aliases form a cycle")
+        open_nodes.add(key)
+        items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1 + sum(size(x) for x in items)
+        open_nodes.discard(key)
+        sizes[key] = min(total, MAX_YAML_VALUES + 1)
+        return sizes[key]
+
+    try:
+        if size(data) > MAX_YAML_VALUES:
+            return f"YAML aliases expand to more than {MAX_YAML_VALUES} values"
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def validate(model: type[M], data: Any, path: Path, context: dict[str, Any] | None = None) -> M:

@@ -1,0 +1,124 @@
+"""Hostile configuration files: the site loader, its GeoJSON grids and the edge loader never crash.
+
+Every property writes a file and accepts two outcomes: it loads, or it raises ``ConfigError``
+naming the file and at least one problem. A traceback of any other exception is a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from config.loader import ConfigError
+from config.site import SAMPLE_SITE, Site, load_site
+from tests.hostile.strategies import TRIED, fuzz, json_values, mutated_doc
+
+SAMPLE_DOC: dict[str, Any] = yaml.safe_load(SAMPLE_SITE.read_text(encoding="utf-8"))
+SAMPLE_GRIDS: dict[str, Any] = json.loads((SAMPLE_SITE.parent / "grids.geojson").read_text())
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Path:
+    """A folder holding a copy of the sample grids; ``site`` puts the secrets in the environment."""
+    path = tmp_path_factory.mktemp("hostile-config")
+    shutil.copy(SAMPLE_SITE.parent / "grids.geojson", path / "grids.geojson")
+    return path
+
+
+def expect_load_or_config_error(path: Path, load: Any = load_site) -> None:
+    TRIED["config files"] += 1
+    try:
+        load(path)
+    except ConfigError as exc:
+        assert exc.problems and all(p.strip() for p in exc.problems)
+        assert str(path.name) in str(exc)
+
+
+@fuzz(60)
+@given(st.text(max_size=400))
+def test_any_text_as_site_file(folder: Path, text: str) -> None:
+    path = folder / "text.yaml"
+    path.write_text(text, encoding="utf-8")
+    expect_load_or_config_error(path)
+
+
+@fuzz(60)
+@given(json_values)
+def test_any_yaml_document_as_site_file(folder: Path, doc: Any) -> None:
+    path = folder / "doc.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    expect_load_or_config_error(path)
+
+
+@fuzz(40)
+@given(mutated_doc(SAMPLE_DOC))
+def test_sample_site_with_one_thing_broken(folder: Path, case: tuple[dict[str, Any], str]) -> None:
+    doc, _where = case
+    path = folder / "mutated.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    expect_load_or_config_error(path)
+
+
+@fuzz(25)
+@given(mutated_doc(SAMPLE_GRIDS))
+def test_grid_file_with_one_thing_broken(folder: Path, case: tuple[dict[str, Any], str]) -> None:
+    doc, _where = case
+    sub = folder / "grids-mutated"
+    sub.mkdir(exist_ok=True)
+    (sub / "grids.geojson").write_text(json.dumps(doc), encoding="utf-8")
+    path = sub / "site.yaml"
+    path.write_text(yaml.safe_dump(SAMPLE_DOC, allow_unicode=True), encoding="utf-8")
+    TRIED["config files"] += 1
+    try:
+        load_site(path)
+    except ConfigError as exc:
+        assert exc.problems
+        assert "grids.geojson" in str(exc) or "site.yaml" in str(exc)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "grids_file: /etc/passwd\n",
+        "grids_file: ../../../../../../etc/shadow\n",
+        "!!python/object/apply:os.system ['echo pwned']\n",
+        "office: !!binary aGVsbG8=\n",
+        "\ufeffoffice: {id: x}\n",
+        "office: {id: " + "[" * 5000 + "\n",
+        "office: " + "[" * 5000 + "]" * 5000 + "\n",
+        "office: &o {id: x, again: *o}\n",
+    ],
+    ids=["abs-path", "dotdot", "python-tag", "binary-tag", "bom", "unclosed-deep", "deep", "cycle"],
+)
+def test_hostile_site_files_get_a_config_error(folder: Path, text: str) -> None:
+    path = folder / "hostile.yaml"
+    path.write_text(text, encoding="utf-8")
+    TRIED["config files"] += 1
+    with pytest.raises(ConfigError):
+        load_site(path)
+
+
+@fuzz(60)
+@given(st.binary(max_size=300))
+def test_any_bytes_as_site_file(folder: Path, data: bytes) -> None:
+    path = folder / "bytes.yaml"
+    path.write_bytes(data)
+    expect_load_or_config_error(path)
+
+
+def test_yaml_alias_bomb_is_refused(folder: Path) -> None:
+    """Nine levels of nine aliases would expand to 387 million strings ("billion laughs")."""
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 10):
+        lines.append(f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]")
+    path = folder / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="aliases expand"):
+        load_site(path)
