@@ -178,17 +178,7 @@ class Dispatcher:
                         bytes=stored.size, ticket_id=ticket_id, created_at=at,
                     )
                 )
-            incident = conn.execute(
-                select(incidents).where(incidents.c.id == row["incident_id"])
-            ).mappings().one()
-            commands = verify.verify_commands(self.site, row, incident, at)
-            for cmd in commands:
-                conn.execute(
-                    insert(verifications).values(
-                        command_id=str(cmd.command_id), ticket_id=ticket_id,
-                        camera_id=cmd.camera_id, device_id=cmd.device_id, asked_at=at,
-                    )
-                )
+            commands = verify.ask_cameras(conn, self.site, row, at)
         for cmd in commands:
             self.bus.publish(topics.command(cmd.device_id), cmd)
         self.committed()

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, insert, select
 
 from broker.messages import Command, CommandResult
 from config.site import Category, Site
 from dispatcher import tickets as ticket_ops
 from dispatcher.lifecycle import Status, Transition
-from dispatcher.store.schema import incident_tracks, verifications
+from dispatcher.store.schema import incident_tracks, incidents, verifications
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,25 @@ def verify_commands(
             )
         )
     return cmds
+
+
+def ask_cameras(
+    conn: Connection, site: Site, ticket: Mapping[Any, Any], at: datetime
+) -> list[Command]:
+    """Record one verify question per camera that saw the ticket's incident; returns the
+    commands to publish once the transaction has committed."""
+    incident = conn.execute(
+        select(incidents).where(incidents.c.id == ticket["incident_id"])
+    ).mappings().one()
+    commands = verify_commands(site, ticket, incident, at)
+    for cmd in commands:
+        conn.execute(
+            insert(verifications).values(
+                command_id=str(cmd.command_id), ticket_id=ticket["id"],
+                camera_id=cmd.camera_id, device_id=cmd.device_id, asked_at=at,
+            )
+        )
+    return commands
 
 
 def transition_for(verdict: Verdict) -> Transition | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
@@ -16,6 +18,22 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # Any constant: the PostgreSQL advisory lock that serialises migrations between processes.
 MIGRATION_LOCK_KEY = 0x67770000
+
+
+class SqliteEngine(Engine):
+    """An SQLite engine whose ``begin()`` takes the write lock at once (BEGIN IMMEDIATE), so
+    read-modify-write transactions serialise without lock-upgrade failures, while
+    ``connect()`` (reads) begins a deferred transaction that never waits for a writer (WAL)."""
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.connect() as conn:
+            conn.info["immediate"] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop("immediate", None)
 
 
 def make_engine(url: str) -> Engine:
@@ -26,6 +44,7 @@ def make_engine(url: str) -> Engine:
             connect_args={"timeout": 30, "check_same_thread": False},
             poolclass=NullPool if ":memory:" not in url else None,
         )
+        engine.__class__ = SqliteEngine  # same state; only begin() differs
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -38,10 +57,8 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn: Any) -> None:
-            # Take the write lock at BEGIN so read-modify-write transactions serialise
-            # (no upgrade deadlocks between processes).
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("immediate") else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)

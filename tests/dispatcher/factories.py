@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import math
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, insert, select
 
-from config.site import Site
+from broker import topics
+from broker.client import Delivery
+from broker.messages import Event
+from config.clock import ManualClock
+from config.site import GeoPoint, Site
 from dispatcher import tickets as ticket_ops
+from dispatcher import verify
+from dispatcher.evidence import EvidenceStore
 from dispatcher.grids import GridIndex
+from dispatcher.intake import Intake
 from dispatcher.lifecycle import Transition
 from dispatcher.store.db import make_engine, migrate, sqlite_url
-from dispatcher.store.schema import incidents
+from dispatcher.store.schema import audit, incidents, tickets
+from dispatcher.timers import Timers
 
 
 def sqlite_store(folder: Path) -> Engine:
@@ -54,3 +65,104 @@ def step(conn: Connection, ticket_id: int, transition: Transition, at: datetime,
          **kwargs: Any) -> None:
     """Apply one transition as the system would."""
     ticket_ops.apply(conn, ticket_id, transition, at=at, actor="test", **kwargs)
+
+
+def camera_event(
+    site: Site,
+    camera_id: str,
+    at: datetime,
+    *,
+    kind: str = "garbage",
+    state: str = "new",
+    track: str | None = "t1",
+    position: tuple[float, float] | None = None,
+    seq: int = 1,
+    **fields: Any,
+) -> Event:
+    """A camera's event as its edge box would publish it."""
+    cam = next(c for c in site.cameras if c.id == camera_id)
+    lat, lon = position or (cam.position.lat, cam.position.lon)
+    return Event(
+        event_id=uuid.uuid4(), device_id=cam.device, source_id=cam.id, source_type="camera",
+        kind=kind, state=state, seq=seq, ts=at, track_id=track, confidence=0.8,
+        bbox=(0.4, 0.5, 0.6, 0.8), position=GeoPoint(lat=lat, lon=lon), **fields,
+    )
+
+
+def sensor_event(site: Site, sensor_id: str, at: datetime, *, state: str = "new",
+                 seq: int = 1) -> Event:
+    s = next(x for x in site.sensors if x.id == sensor_id)
+    return Event(
+        event_id=uuid.uuid4(), device_id=s.device, source_id=s.id, source_type="sensor",
+        kind=s.kind, state=state, seq=seq, ts=at, reading=s.threshold * 1.2, measure=s.measure,
+        position=s.position,
+    )
+
+
+def offset(lat: float, lon: float, north_m: float = 0, east_m: float = 0) -> tuple[float, float]:
+    """A point ``north_m`` metres north and ``east_m`` metres east of (lat, lon)."""
+    dlat = north_m / 111_195.0
+    dlon = east_m / (111_195.0 * math.cos(math.radians(lat)))
+    return lat + dlat, lon + dlon
+
+
+@dataclass
+class Desk:
+    """The dispatcher's engine on a real SQLite store without the bus: intake, timers and the
+    ticket store driven by a ManualClock. Deliveries are built as the bus would hand them in."""
+
+    site: Site
+    folder: Path
+    clock: ManualClock = field(default_factory=ManualClock)
+    acked: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.engine = sqlite_store(self.folder)
+        self.intake = Intake(self.engine, self.site, self.clock, EvidenceStore(self.folder / "ev"))
+        self.timers = Timers(self.engine, self.site, self.clock)
+
+    def send(self, *evs: Event | bytes, topic: str | None = None) -> None:
+        batch = []
+        for i, ev in enumerate(evs):
+            payload = ev.to_json() if isinstance(ev, Event) else ev
+            t = topic or (topics.event(ev.device_id) if isinstance(ev, Event) else "gw/v1/x")
+            mid = len(self.acked) * 1000 + i
+            batch.append(Delivery(t, payload, 1, False, mid, lambda m=mid: self.acked.append(m)))
+        self.intake.process(batch)
+
+    def tickets(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(tickets).order_by(tickets.c.id)).mappings()]
+
+    def ticket(self, ticket_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            return dict(ticket_ops.load(conn, ticket_id))
+
+    def history(self, ticket_id: int) -> list[tuple[str, str | None, str | None]]:
+        """(transition, worker after, actor) per audit row, in order."""
+        with self.engine.connect() as conn:
+            return [
+                (r.transition, r.worker_id, r.actor)
+                for r in conn.execute(
+                    select(audit).where(audit.c.ticket_id == ticket_id).order_by(audit.c.id)
+                )
+            ]
+
+    def incident(self, incident_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            return dict(
+                conn.execute(select(incidents).where(incidents.c.id == incident_id)).mappings().one()
+            )
+
+    def act(self, ticket_id: int, transition: Transition, **kwargs: Any) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            return dict(ticket_ops.apply(conn, ticket_id, transition, at=self.clock.now(),
+                                         actor="test", **kwargs))
+
+    def resolve(self, ticket_id: int) -> list[str]:
+        """The worker resolves: as the service does, the cameras are asked; their ids."""
+        with self.engine.begin() as conn:
+            row = ticket_ops.apply(conn, ticket_id, Transition.RESOLVED, at=self.clock.now(),
+                                   actor="test")
+            return [str(c.camera_id) for c in verify.ask_cameras(conn, self.site, row,
+                                                                 self.clock.now())]
