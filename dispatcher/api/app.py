@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from dispatcher.api.routes import auth, health, tickets
+from dispatcher.api.routes import auth, health, open311, tickets
 from dispatcher.service import Dispatcher
 
 
@@ -18,4 +18,5 @@ def create_app(dispatcher: Dispatcher) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(tickets.router)
+    app.include_router(open311.router)
     return app
