@@ -103,6 +103,10 @@ class Published:
         return self._info.is_published()
 
 
+# MQTT v5 PUBACK reason code 0x10: accepted, but no subscription matched (not a failure).
+NO_MATCHING_SUBSCRIBERS = 0x10
+
+
 class BusError(RuntimeError):
     """The broker refused something (authorisation, a bad topic, a full queue)."""
 
@@ -123,6 +127,7 @@ class BusClient:
         self._connect_listeners: list[Callable[[bool], None]] = []
         self._disconnect_listeners: list[Callable[[str], None]] = []
         self._publish_listeners: list[Callable[[int, bool], None]] = []
+        self._unrouted_listeners: list[Callable[[int], None]] = []
         self._connected = threading.Event()
         self._stopping = False
         self._lock = threading.Lock()
@@ -211,6 +216,14 @@ class BusClient:
     def on_acknowledged(self, fn: Callable[[int, bool], None]) -> None:
         """``fn(mid, ok)`` when the broker acknowledges one of our QoS 1 publishes."""
         self._publish_listeners.append(fn)
+
+    def on_unrouted(self, fn: Callable[[int], None]) -> None:
+        """``fn(mid)`` when the broker's PUBACK says "No matching subscribers": it took the
+        publish and dropped it. With such a listener the publish is not reported to
+        ``on_acknowledged`` listeners, so a store-and-forward sender keeps it and sends it
+        again (no dispatcher subscribed yet, or a restarted Mosquitto 2.0 that did not
+        restore the dispatchers' shared subscription)."""
+        self._unrouted_listeners.append(fn)
 
     # -- traffic -------------------------------------------------------------------------
     def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
@@ -301,6 +314,10 @@ class BusClient:
         ok = not reason.is_failure
         if not ok:
             log.error("broker rejected publish mid=%s: %s", mid, reason)
+        elif reason.value == NO_MATCHING_SUBSCRIBERS and self._unrouted_listeners:
+            for unrouted in list(self._unrouted_listeners):
+                self._call(unrouted, mid)
+            return
         for fn in list(self._publish_listeners):
             self._call(fn, mid, ok)
 
