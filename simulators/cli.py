@@ -19,6 +19,7 @@ import typer
 from broker.cli import app as broker_app
 from config.site import SAMPLE_SITE
 from dispatcher.cli import app as dispatcher_app
+from edge.cli import app as edge_app
 
 app = typer.Typer(
     help="gridwatch: street cameras and sensors → tickets for grid workers → closed on camera proof.",
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(broker_app, name="broker")
 app.add_typer(dispatcher_app, name="dispatcher")
+app.add_typer(edge_app, name="edge")
 
 sim_app = typer.Typer(
     help="Simulated devices and workers that use the real bus and API.", no_args_is_help=True
