@@ -6,6 +6,7 @@ import logging
 from datetime import datetime
 
 from sqlalchemy import Connection, select, update
+from sqlalchemy.engine import RowMapping
 
 from config.site import Site
 from dispatcher.security import Role, hash_password
@@ -60,3 +61,28 @@ def worker_positions(conn: Connection) -> dict[str, tuple[float, float]]:
         )
     ).all()
     return {r.username: (r.lat, r.lon) for r in rows}
+
+
+def find_user(conn: Connection, username: str) -> RowMapping | None:
+    return conn.execute(select(users).where(users.c.username == username)).mappings().first()
+
+
+def revoke_tokens(conn: Connection, username: str) -> int:
+    """Invalidate every token of the account (logout everywhere); return the new version."""
+    conn.execute(
+        update(users)
+        .where(users.c.username == username)
+        .values(token_version=users.c.token_version + 1)
+    )
+    return int(
+        conn.execute(select(users.c.token_version).where(users.c.username == username)).scalar_one()
+    )
+
+
+def set_password(conn: Connection, username: str, password: str) -> int:
+    """Store a new password hash and revoke the account's tokens; return the new version."""
+    conn.execute(
+        update(users).where(users.c.username == username).values(password_hash=hash_password(password))
+    )
+    log.info("password changed for %s; its tokens are revoked", username)
+    return revoke_tokens(conn, username)

@@ -53,7 +53,8 @@ def run(
     dispatcher = Dispatcher(settings, site_cfg)
     dispatcher.start(wait_s=None)
     try:
+        # Live streams (the worker app's) never end by themselves: give them 3 s on shutdown.
         uvicorn.run(create_app(dispatcher), host=host, port=port, log_config=None,
-                    access_log=False)
+                    access_log=False, timeout_graceful_shutdown=3)
     finally:
         dispatcher.stop()

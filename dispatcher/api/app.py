@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from dispatcher.api.routes import auth, health, open311, tickets
+from dispatcher.api.routes import (
+    auth,
+    devices,
+    evidence,
+    grids,
+    health,
+    incidents,
+    metrics,
+    open311,
+    site,
+    stream,
+    tickets,
+    workers,
+)
+from dispatcher.api.web import add_web
+from dispatcher.security import LoginThrottle
 from dispatcher.service import Dispatcher
 
 
@@ -15,8 +30,13 @@ def create_app(dispatcher: Dispatcher) -> FastAPI:
         description="Tickets from street cameras and sensors to grid workers, closed on camera proof.",
     )
     app.state.dispatcher = dispatcher
+    app.state.login_throttle = LoginThrottle()
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(tickets.router)
+    for router in (incidents.router, workers.router, devices.router, grids.router,
+                   metrics.router, evidence.router, site.router, stream.router):
+        app.include_router(router)
     app.include_router(open311.router)
+    add_web(app)
     return app

@@ -127,4 +127,4 @@ def test_worker_accepts_and_resolves_through_the_api(
         assert worker.post(f"/tickets/{t['id']}/accept").json()["status"] == "accepted"
         assert worker.post(f"/tickets/{t['id']}/accept").status_code == 409
         r = worker.post(f"/tickets/{t['id']}/resolve", files={"photo": ("a.jpg", b"nope", "image/jpeg")})
-        assert r.status_code == 422 and "not a readable image" in r.json()["detail"]
+        assert r.status_code == 422 and "not a readable image" in r.json()["detail"][0]["msg"]
