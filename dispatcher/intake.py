@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, insert, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, case, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from broker import topics
@@ -51,6 +52,7 @@ from dispatcher.incidents import (
 )
 from dispatcher.lifecycle import Status, Transition
 from dispatcher.store.schema import (
+    UtcDateTime,
     dead_letters,
     devices,
     events,
@@ -67,6 +69,42 @@ FUTURE_TOLERANCE = timedelta(seconds=60)
 SKEW_TOLERANCE = timedelta(seconds=30)
 CITIZEN_DEVICE = "citizen"
 SourceType = Literal["camera", "sensor", "citizen"]
+
+
+# Statements built once, so SQLAlchemy reuses their compiled form on the hot path.
+_BY_TRACK = (
+    select(incidents.c.id, incidents.c.kind, incidents.c.lat, incidents.c.lon,
+           incidents.c.last_seen, incident_tracks.c.cleared_at)
+    .join(incident_tracks, incident_tracks.c.incident_id == incidents.c.id)
+    .where(incident_tracks.c.track_key == bindparam("b_key"), incidents.c.status == "open")
+)
+_NEARBY = select(
+    incidents.c.id, incidents.c.kind, incidents.c.lat, incidents.c.lon, incidents.c.last_seen
+).where(
+    incidents.c.status == "open",
+    incidents.c.kind == bindparam("b_kind"),
+    incidents.c.lat.between(bindparam("b_lat0"), bindparam("b_lat1")),
+    incidents.c.lon.between(bindparam("b_lon0"), bindparam("b_lon1")),
+)
+_INSERT_INCIDENT = insert(incidents).returning(incidents.c.id)
+_INCIDENT = select(
+    incidents.c.last_seen, incidents.c.camera_ids, incidents.c.track_keys, incidents.c.bbox,
+    incidents.c.events,
+).where(incidents.c.id == bindparam("b_id"))
+_UPDATE_INCIDENT = update(incidents).where(incidents.c.id == bindparam("b_id"))
+# One more sighting by a track already on the incident (and not cleared): no read needed.
+_SEEN_AGAIN = _UPDATE_INCIDENT.values(
+    last_seen=case(
+        (incidents.c.last_seen < bindparam("b_ts", type_=UtcDateTime()),
+         bindparam("b_ts", type_=UtcDateTime())),
+        else_=incidents.c.last_seen,
+    ),
+    events=incidents.c.events + 1,
+    cleared_at=None,
+)
+_STORED_EVENTS = select(events.c.event_id).where(
+    events.c.event_id.in_(bindparam("b_ids", expanding=True))
+)
 
 
 class Rejected(ValueError):
@@ -133,11 +171,19 @@ class IntakeStats:
 
 @dataclass
 class BatchContext:
-    """What one transaction reuses across its events: open load per worker, positions."""
+    """What one transaction reuses across its events (open load per worker, positions) and
+    what it did (counted into the stats once it commits)."""
 
     conn: Connection
     _load: dict[str, int] | None = None
     _positions: dict[str, tuple[float, float]] | None = None
+    duplicates: int = 0
+    dead_letters: int = 0
+    opened: int = 0
+
+    def reset(self) -> None:
+        """Forget the cached load (a rolled-back savepoint may have changed it)."""
+        self._load = None
 
     @property
     def load(self) -> dict[str, int]:
@@ -175,6 +221,15 @@ class Intake:
         }
         self.clock_offsets: dict[str, float] = {}
         self._postgres = self.engine.dialect.name == "postgresql"
+        upsert = (postgresql.insert if self._postgres else sqlite.insert)(incident_tracks)
+        self._insert_events = (postgresql.insert if self._postgres else sqlite.insert)(
+            events
+        ).on_conflict_do_nothing()
+        self._upsert_track = upsert.on_conflict_do_update(
+            index_elements=[incident_tracks.c.track_key],
+            set_={"incident_id": upsert.excluded.incident_id,
+                  "last_seen": upsert.excluded.last_seen, "cleared_at": None},
+        )
 
     # -- threading -----------------------------------------------------------------------
     def submit(self, delivery: Delivery) -> None:
@@ -320,41 +375,86 @@ class Intake:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": k})
 
     def process(self, batch: list[Delivery]) -> None:
-        """Process deliveries in one transaction, then ack them."""
+        """Process deliveries in one transaction, then ack them.
+
+        The batch first runs without savepoints (the common case: every event is fine); if any
+        event raises, the whole transaction rolls back and the batch is redone with one
+        savepoint per event, so the failing one is dead-lettered and the rest go through.
+        """
         received_at = self.clock.now()
         parsed: list[tuple[Delivery, Observation | str]] = []
         for d in batch:
-            self.stats.received += 1
             try:
                 parsed.append((d, self.observe(d, received_at)))
             except (Rejected, MessageError) as exc:
                 parsed.append((d, str(exc)))
-        with self.engine.begin() as conn:
-            self.lock(conn, (o for _, o in parsed if isinstance(o, Observation)))
-            ctx = BatchContext(conn)
-            for d, o in parsed:
-                if isinstance(o, str):
-                    self._dead_letter(conn, d, o, received_at)
-                    continue
-                try:
-                    with conn.begin_nested():
-                        self.record(conn, o, received_at, ctx)
-                except BadImage as exc:
-                    self._dead_letter(conn, d, str(exc), received_at)
-                except OperationalError:
-                    raise
-                except Exception as exc:
-                    log.exception("event from %s failed; dead-lettered", d.topic)
-                    ctx = BatchContext(conn)
-                    self._dead_letter(conn, d, f"internal error: {exc!r}", received_at)
+        try:
+            ctx = self._commit(parsed, received_at, careful=False)
+        except OperationalError:
+            raise
+        except Exception:
+            log.warning("a batch of %d events failed; redoing it event by event", len(batch),
+                        exc_info=True)
+            ctx = self._commit(parsed, received_at, careful=True)
+        self.stats.received += len(batch)
+        self.stats.duplicates += ctx.duplicates
+        self.stats.dead_letters += ctx.dead_letters
+        self.stats.tickets_opened += ctx.opened
         self.stats.batches += 1
         for d in batch:
             d.ack()
         self.on_committed()
 
-    def _dead_letter(self, conn: Connection, d: Delivery, reason: str, at: datetime) -> None:
+    def _commit(
+        self, parsed: list[tuple[Delivery, Observation | str]], received_at: datetime,
+        careful: bool,
+    ) -> BatchContext:
+        with self.engine.begin() as conn:
+            observations = [o for _, o in parsed if isinstance(o, Observation)]
+            self.lock(conn, observations)
+            ctx = BatchContext(conn)
+            fresh = self._fresh(conn, observations)
+            rows: list[dict[str, Any]] = []
+            for d, o in parsed:
+                if isinstance(o, str):
+                    self._dead_letter(conn, d, o, received_at, ctx)
+                    continue
+                if o.event_id not in fresh:
+                    ctx.duplicates += 1
+                    log.debug("duplicate event ignored", extra={"event_id": o.event_id})
+                    continue
+                fresh.discard(o.event_id)  # a second copy in the same batch is a duplicate
+                if not careful:
+                    rows.append(self._apply(conn, o, received_at, ctx))
+                    continue
+                try:
+                    with conn.begin_nested():
+                        rows.append(self._apply(conn, o, received_at, ctx))
+                except BadImage as exc:
+                    self._dead_letter(conn, d, str(exc), received_at, ctx)
+                except OperationalError:
+                    raise
+                except Exception as exc:
+                    log.exception("event from %s failed; dead-lettered", d.topic)
+                    ctx.reset()
+                    self._dead_letter(conn, d, f"internal error: {exc!r}", received_at, ctx)
+            if rows:
+                conn.execute(self._insert_events, rows)
+        return ctx
+
+    def _fresh(self, conn: Connection, observations: list[Observation]) -> set[str]:
+        """The event ids among these that are not stored yet."""
+        ids = list({o.event_id for o in observations})
+        stored: set[str] = set()
+        for i in range(0, len(ids), 500):
+            stored.update(conn.execute(_STORED_EVENTS, {"b_ids": ids[i:i + 500]}).scalars())
+        return set(ids) - stored
+
+    def _dead_letter(
+        self, conn: Connection, d: Delivery, reason: str, at: datetime, ctx: BatchContext
+    ) -> None:
         parsed = topics.parse_edge(d.topic)
-        self.stats.dead_letters += 1
+        ctx.dead_letters += 1
         log.warning(
             "dead letter from %s: %s",
             d.topic,
@@ -378,48 +478,35 @@ class Intake:
         """Store one observation and apply it; returns the incident id (None for a duplicate
         or a ``cleared`` that matched nothing). The caller holds the merge locks."""
         ctx = ctx or BatchContext(conn)
-        inserted = ticket_ops.insert_ignore(
-            conn,
-            events,
-            {
-                "event_id": o.event_id,
-                "device_id": o.device_id,
-                "source_id": o.source_id,
-                "source_type": o.source_type,
-                "kind": o.kind,
-                "state": o.state,
-                "seq": o.seq,
-                "device_ts": o.device_ts,
-                "ts": o.ts,
-                "ts_source": o.ts_source,
-                "received_at": received_at,
-                "lat": o.lat,
-                "lon": o.lon,
-                "confidence": o.confidence,
-                "body": o.body,
-            },
-        )
-        if not inserted:
+        if o.event_id not in self._fresh(conn, [o]):
             self.stats.duplicates += 1
-            log.debug("duplicate event ignored", extra={"event_id": o.event_id})
             return None
+        row = self._apply(conn, o, received_at, ctx)
+        conn.execute(self._insert_events, [row])
+        self.stats.tickets_opened += ctx.opened
+        return row["incident_id"]  # type: ignore[no-any-return]
+
+    def _apply(
+        self, conn: Connection, o: Observation, received_at: datetime, ctx: BatchContext
+    ) -> dict[str, Any]:
+        """Merge one new observation into its incident (or open one); returns its event row."""
         evidence_id = self._store_evidence(conn, o, received_at)
-        incident = self._find_incident(conn, o)
+        incident, own_track = self._find_incident(conn, o)
         if o.state == "cleared":
             if incident is not None:
                 self._cleared(conn, incident, o)
             incident_id = incident.id if incident else None
         elif incident is None:
             incident_id = self._open(conn, o, ctx)
+        elif own_track:
+            incident_id = incident.id
+            seen: dict[str, Any] = {"b_id": incident_id, "b_ts": o.ts}
+            if o.bbox is not None:
+                seen["bbox"] = list(o.bbox)
+            conn.execute(_SEEN_AGAIN, seen)
         else:
             incident_id = incident.id
             self._touch(conn, incident, o)
-        if incident_id is not None or evidence_id is not None:
-            conn.execute(
-                update(events)
-                .where(events.c.event_id == o.event_id)
-                .values(incident_id=incident_id, evidence_id=evidence_id)
-            )
         if evidence_id is not None and incident_id is not None:
             ticket_id = conn.execute(
                 select(tickets_table.c.id).where(tickets_table.c.incident_id == incident_id)
@@ -427,7 +514,25 @@ class Intake:
             conn.execute(
                 update(evidence).where(evidence.c.id == evidence_id).values(ticket_id=ticket_id)
             )
-        return incident_id
+        return {
+            "event_id": o.event_id,
+            "device_id": o.device_id,
+            "source_id": o.source_id,
+            "source_type": o.source_type,
+            "kind": o.kind,
+            "state": o.state,
+            "seq": o.seq,
+            "device_ts": o.device_ts,
+            "ts": o.ts,
+            "ts_source": o.ts_source,
+            "received_at": received_at,
+            "lat": o.lat,
+            "lon": o.lon,
+            "confidence": o.confidence,
+            "incident_id": incident_id,
+            "evidence_id": evidence_id,
+            "body": o.body,
+        }
 
     def _store_evidence(self, conn: Connection, o: Observation, at: datetime) -> int | None:
         if o.snapshot is None:
@@ -450,60 +555,41 @@ class Intake:
             ).scalar_one()
         )
 
-    def _find_incident(self, conn: Connection, o: Observation) -> OpenIncident | None:
+    def _find_incident(
+        self, conn: Connection, o: Observation
+    ) -> tuple[OpenIncident | None, bool]:
         """The open incident this observation belongs to: its track's, else the nearest of the
-        same kind within the merge radius and window (a ``cleared`` with a key: only its own)."""
+        same kind within the merge radius and window (a ``cleared`` with a key: only its own).
+        The flag says it was found by its own track, which had not been cleared."""
         key = o.key
         if key is not None:
-            row = conn.execute(
-                select(incidents.c.id, incidents.c.kind, incidents.c.lat, incidents.c.lon,
-                       incidents.c.last_seen)
-                .join(incident_tracks, incident_tracks.c.incident_id == incidents.c.id)
-                .where(incident_tracks.c.track_key == key, incidents.c.status == "open")
-            ).first()
+            row = conn.execute(_BY_TRACK, {"b_key": key}).first()
             if row is not None:
-                return OpenIncident(row.id, row.kind, row.lat, row.lon, row.last_seen, (key,))
+                found = OpenIncident(row.id, row.kind, row.lat, row.lon, row.last_seen, (key,))
+                return found, row.cleared_at is None
             if o.state == "cleared":
-                return None
+                return None, False
         category = self.site.categories[o.kind]
         dlat, dlon = search_box(o.lat, category.merge_radius_m)
-        rows = conn.execute(
-            select(
-                incidents.c.id,
-                incidents.c.kind,
-                incidents.c.lat,
-                incidents.c.lon,
-                incidents.c.last_seen,
-            ).where(
-                incidents.c.status == "open",
-                incidents.c.kind == o.kind,
-                incidents.c.lat.between(o.lat - dlat, o.lat + dlat),
-                incidents.c.lon.between(o.lon - dlon, o.lon + dlon),
-            )
-        ).all()
+        rows = conn.execute(_NEARBY, {
+            "b_kind": o.kind, "b_lat0": o.lat - dlat, "b_lat1": o.lat + dlat,
+            "b_lon0": o.lon - dlon, "b_lon1": o.lon + dlon,
+        }).all()
         candidates = [OpenIncident(r.id, r.kind, r.lat, r.lon, r.last_seen) for r in rows]
         return match_incident(
             kind=o.kind, lat=o.lat, lon=o.lon, at=o.ts, key=None, category=category,
             candidates=candidates,
-        )
+        ), False
 
     def _track(self, conn: Connection, incident_id: int, o: Observation) -> None:
-        """Attach the observation's track (or sensor) to the incident, seen now."""
+        """Attach the observation's track (or sensor) to the incident, seen now (a track that
+        belonged to a closed incident moves to this one)."""
         key = o.key
         if key is None:
             return
-        done = conn.execute(
-            update(incident_tracks)
-            .where(incident_tracks.c.track_key == key)
-            .values(incident_id=incident_id, last_seen=o.ts, cleared_at=None)
-        ).rowcount
-        if not done:
-            conn.execute(
-                insert(incident_tracks).values(
-                    track_key=key, incident_id=incident_id, first_seen=o.ts, last_seen=o.ts,
-                    cleared_at=None,
-                )
-            )
+        conn.execute(self._upsert_track, {"track_key": key, "incident_id": incident_id,
+                                          "first_seen": o.ts, "last_seen": o.ts,
+                                          "cleared_at": None})
 
     def _open(self, conn: Connection, o: Observation, ctx: BatchContext) -> int:
         cell = self.grids.locate(o.lat, o.lon)
@@ -523,28 +609,22 @@ class Intake:
             "bbox": list(o.bbox) if o.bbox else None,
             "events": 1,
         }
-        incident_id = int(
-            conn.execute(insert(incidents).values(**incident).returning(incidents.c.id)).scalar_one()
-        )
+        incident_id = int(conn.execute(_INSERT_INCIDENT, incident).scalar_one())
         incident["id"] = incident_id
         self._track(conn, incident_id, o)
         actor = f"device:{o.device_id}" if o.source_type != "citizen" else "citizen:open311"
-        ticket = ticket_ops.open_ticket(conn, site=self.site, incident=incident, at=o.ts, actor=actor)
         # Assigned at receive time: a device's late-delivered event still gets a worker who
         # is on duty now.
-        ticket_ops.assign(
-            conn, self.site, ticket["id"], at=max(o.ts, self.clock.now()), actor="system",
-            positions=ctx.positions, load_by_worker=ctx.load,
+        ticket_ops.open_assigned(
+            conn, site=self.site, incident=incident, at=o.ts, actor=actor,
+            assign_at=max(o.ts, self.clock.now()), positions=ctx.positions,
+            load_by_worker=ctx.load,
         )
-        self.stats.tickets_opened += 1
+        ctx.opened += 1
         return incident_id
 
     def _touch(self, conn: Connection, inc: OpenIncident, o: Observation) -> None:
-        row = conn.execute(
-            select(incidents.c.last_seen, incidents.c.camera_ids, incidents.c.track_keys,
-                   incidents.c.bbox, incidents.c.events)
-            .where(incidents.c.id == inc.id)
-        ).one()
+        row = conn.execute(_INCIDENT, {"b_id": inc.id}).one()
         cams = list(row.camera_ids or [])
         if o.source_type == "camera" and o.source_id not in cams:
             cams.append(o.source_id)
@@ -552,18 +632,15 @@ class Intake:
         key = o.key
         if key and key not in keys:
             keys.append(key)
-        conn.execute(
-            update(incidents)
-            .where(incidents.c.id == inc.id)
-            .values(
-                last_seen=max(row.last_seen, o.ts),
-                camera_ids=cams,
-                track_keys=keys,
-                bbox=list(o.bbox) if o.bbox else row.bbox,
-                events=row.events + 1,
-                cleared_at=None,
-            )
-        )
+        conn.execute(_UPDATE_INCIDENT, {
+            "b_id": inc.id,
+            "last_seen": max(row.last_seen, o.ts),
+            "camera_ids": cams,
+            "track_keys": keys,
+            "bbox": list(o.bbox) if o.bbox else row.bbox,
+            "events": row.events + 1,
+            "cleared_at": None,
+        })
         self._track(conn, inc.id, o)
 
     def _cleared(self, conn: Connection, inc: OpenIncident, o: Observation) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, MutableMapping
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
@@ -42,23 +43,35 @@ class StaleTicket(RuntimeError):
     """The ticket changed under us (another process); the caller retries."""
 
 
+# Statements built once: SQLAlchemy then reuses their compiled form (the hot path runs
+# thousands of these a second).
+_TICKET = select(tickets).where(tickets.c.id == bindparam("b_id"))
+_TICKET_LOCKED = _TICKET.with_for_update()
+_INSERT_TICKET = insert(tickets).returning(tickets.c.id)
+_INSERT_AUDIT = insert(audit)
+_UPDATE_TICKET = update(tickets).where(
+    tickets.c.id == bindparam("b_id"), tickets.c.version == bindparam("b_version")
+)
+_INCIDENT_STATUS = update(incidents).where(incidents.c.id == bindparam("b_id"))
+
+
+@cache
+def _ignore_statement(dialect: str, table: Table) -> Any:
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"ticket store does not support {dialect}")
+
+
 def insert_ignore(conn: Connection, table: Any, values: Mapping[str, Any]) -> bool:
     """INSERT … ON CONFLICT DO NOTHING; True when a row was inserted."""
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        stmt: Any = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-    elif dialect == "postgresql":
-        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        raise NotImplementedError(f"ticket store does not support {dialect}")
-    return bool(conn.execute(stmt).rowcount)
+    return bool(conn.execute(_ignore_statement(conn.dialect.name, table), dict(values)).rowcount)
 
 
 def load(conn: Connection, ticket_id: int, *, for_update: bool = False) -> RowMapping:
-    stmt = select(tickets).where(tickets.c.id == ticket_id)
-    if for_update and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    row = conn.execute(stmt).mappings().first()
+    locked = for_update and conn.dialect.name == "postgresql"
+    row = conn.execute(_TICKET_LOCKED if locked else _TICKET, {"b_id": ticket_id}).mappings().first()
     if row is None:
         raise TicketNotFound(ticket_id)
     return row
@@ -72,11 +85,71 @@ def open_ticket(
     at: datetime,
     actor: str,
 ) -> RowMapping:
-    """Create the ticket of an incident (status open) and its ``opened`` audit row.
+    """Create the ticket of an incident (status open) and its ``opened`` audit row."""
+    return load(conn, create(conn, site=site, incident=incident, at=at, actor=actor)["id"])
+
+
+def create(
+    conn: Connection,
+    *,
+    site: Site,
+    incident: Mapping[str, Any],
+    at: datetime,
+    actor: str,
+) -> dict[str, Any]:
+    """Create the ticket of an incident (status open) and its ``opened`` audit row; returns
+    the new row.
 
     The category's terms (SLA deadline, accept timeout, reminder lead, verification timeout)
     are copied onto the ticket: a later change of the site file does not move its timers.
     """
+    values = _new_row(site, incident, at)
+    values["id"] = conn.execute(_INSERT_TICKET, values).scalar_one()
+    _audit(conn, values["id"], Transition.OPENED, None, Status.OPEN, at, actor, None, None, None)
+    return values
+
+
+def open_assigned(
+    conn: Connection,
+    *,
+    site: Site,
+    incident: Mapping[str, Any],
+    at: datetime,
+    actor: str,
+    assign_at: datetime,
+    positions: Mapping[str, tuple[float, float]],
+    load_by_worker: MutableMapping[str, int],
+) -> dict[str, Any]:
+    """``create`` then ``assign_row`` in one insert: the ticket row is written in its state
+    after both steps, with both audit rows (opened, then assigned or escalated). The intake's
+    hot path; the history is the same as doing the two steps one after the other."""
+    row = _new_row(site, incident, at)
+    choice = choose_worker(
+        site=site, grid_id=row["grid_id"], at=assign_at, open_load=load_by_worker,
+        positions=positions, target=(row["lat"], row["lon"]),
+    )
+    second = Transition.ASSIGNED if choice.worker_id else Transition.ESCALATED
+    values, current, target, worker = transition_values(
+        row, second, assign_at, choice.worker_id if choice.worker_id else _KEEP, {}
+    )
+    row.update(values)
+    row["timer_at"] = next_timer(row)
+    row["id"] = ticket_id = conn.execute(_INSERT_TICKET, row).scalar_one()
+    conn.execute(_INSERT_AUDIT, [
+        audit_row(ticket_id, Transition.OPENED, None, Status.OPEN, at, actor, None, None, None),
+        audit_row(ticket_id, second, current, target, assign_at, "system", worker, None,
+                  choice.reason),
+    ])
+    if choice.worker_id:
+        load_by_worker[choice.worker_id] = load_by_worker.get(choice.worker_id, 0) + 1
+    log.info("ticket %s opened and %s%s (%s)", ticket_id, second.value,
+             f" to {worker}" if worker else "", choice.reason,
+             extra={"ticket_id": ticket_id, "worker_id": worker})
+    return row
+
+
+def _new_row(site: Site, incident: Mapping[str, Any], at: datetime) -> dict[str, Any]:
+    """The columns of a just-opened ticket (without its id)."""
     category = site.categories[incident["kind"]]
     values: dict[str, Any] = {
         "incident_id": incident["id"],
@@ -98,15 +171,18 @@ def open_ticket(
         "remind_before_s": category.remind_before_minutes * 60,
         "verify_timeout_s": category.verify_timeout_seconds,
         "assigned_at": None,
+        "accepted_at": None,
+        "arrived_at": None,
         "resolved_at": None,
+        "closed_at": None,
+        "close_reason": None,
+        "note": None,
         "reminded_at": None,
         "breached_at": None,
         "review_at": None,
     }
     values["timer_at"] = next_timer(values)
-    ticket_id = conn.execute(insert(tickets).values(**values).returning(tickets.c.id)).scalar_one()
-    _audit(conn, ticket_id, Transition.OPENED, None, Status.OPEN, at, actor, None, None, None)
-    return load(conn, ticket_id)
+    return values
 
 
 def apply(
@@ -127,6 +203,60 @@ def apply(
     recomputed from its new state.
     """
     row = load(conn, ticket_id, for_update=True)
+    step(conn, row, transition, at=at, actor=actor, worker_id=worker_id, reason=reason, **changes)
+    return load(conn, ticket_id)
+
+
+def step(
+    conn: Connection,
+    row: Mapping[Any, Any],
+    transition: Transition,
+    *,
+    at: datetime,
+    actor: str,
+    worker_id: Any = _KEEP,
+    reason: str | None = None,
+    **changes: Any,
+) -> dict[str, Any]:
+    """``apply`` on a row the caller has read (and on PostgreSQL locked) in this transaction;
+    returns the ticket as it is now."""
+    ticket_id = int(row["id"])
+    values, current, target, new_worker = transition_values(row, transition, at, worker_id, changes)
+    after = {**row, **values}
+    values["timer_at"] = after["timer_at"] = next_timer(after)
+    done = conn.execute(
+        _UPDATE_TICKET, {**values, "b_id": ticket_id, "b_version": row["version"]}
+    ).rowcount
+    if not done:
+        raise StaleTicket(f"ticket {ticket_id} changed concurrently")
+    _audit(
+        conn, ticket_id, transition, current, target, at, actor, new_worker, row["worker_id"], reason
+    )
+    if target in FINAL:
+        conn.execute(_INCIDENT_STATUS, {"b_id": row["incident_id"], "status": "closed"})
+    elif current in FINAL:
+        conn.execute(_INCIDENT_STATUS, {"b_id": row["incident_id"], "status": "open"})
+    log.info(
+        "ticket %s %s: %s -> %s%s",
+        ticket_id,
+        transition.value,
+        current.value,
+        target.value,
+        f" ({reason})" if reason else "",
+        extra={"ticket_id": ticket_id, "worker_id": new_worker},
+    )
+    return after
+
+
+def transition_values(
+    row: Mapping[Any, Any],
+    transition: Transition,
+    at: datetime,
+    worker_id: Any,
+    changes: Mapping[str, Any],
+) -> tuple[dict[str, Any], Status, Status, str | None]:
+    """What one lifecycle step changes on a ticket row: the new column values, the status
+    before and after, and the assignee after. Raises InvalidTransition."""
     current = Status(row["status"])
     target = next_status(current, transition)
     values: dict[str, Any] = dict(changes)
@@ -164,35 +294,7 @@ def apply(
             ],
         )
     values["version"] = row["version"] + 1
-    values["timer_at"] = next_timer({**row, **values})
-    done = conn.execute(
-        update(tickets)
-        .where(tickets.c.id == ticket_id, tickets.c.version == row["version"])
-        .values(**values)
-    ).rowcount
-    if not done:
-        raise StaleTicket(f"ticket {ticket_id} changed concurrently")
-    _audit(
-        conn, ticket_id, transition, current, target, at, actor, new_worker, row["worker_id"], reason
-    )
-    if target in FINAL:
-        conn.execute(
-            update(incidents).where(incidents.c.id == row["incident_id"]).values(status="closed")
-        )
-    elif current in FINAL:
-        conn.execute(
-            update(incidents).where(incidents.c.id == row["incident_id"]).values(status="open")
-        )
-    log.info(
-        "ticket %s %s: %s -> %s%s",
-        ticket_id,
-        transition.value,
-        current.value,
-        target.value,
-        f" ({reason})" if reason else "",
-        extra={"ticket_id": ticket_id, "worker_id": new_worker},
-    )
-    return load(conn, ticket_id)
+    return values, current, target, new_worker
 
 
 def _audit(
@@ -208,20 +310,37 @@ def _audit(
     reason: str | None,
 ) -> None:
     conn.execute(
-        insert(audit).values(
-            ticket_id=ticket_id,
-            at=at,
-            actor=actor[:80],
-            transition=transition.value,
-            from_status=current.value if current else None,
-            to_status=target.value,
-            worker_id=worker_id,
-            from_worker_id=from_worker_id,
-            reason=reason,
-            pushed=False,
-            metric_sent=False,
-        )
+        _INSERT_AUDIT,
+        audit_row(ticket_id, transition, current, target, at, actor, worker_id, from_worker_id,
+                  reason),
     )
+
+
+def audit_row(
+    ticket_id: int,
+    transition: Transition,
+    current: Status | None,
+    target: Status,
+    at: datetime,
+    actor: str,
+    worker_id: str | None,
+    from_worker_id: str | None,
+    reason: str | None,
+) -> dict[str, Any]:
+    """One audit row: who (actor), when, from, to, why; not yet pushed or in InfluxDB."""
+    return {
+        "ticket_id": ticket_id,
+        "at": at,
+        "actor": actor[:80],
+        "transition": transition.value,
+        "from_status": current.value if current else None,
+        "to_status": target.value,
+        "worker_id": worker_id,
+        "from_worker_id": from_worker_id,
+        "reason": reason,
+        "pushed": False,
+        "metric_sent": False,
+    }
 
 
 def open_load(conn: Connection) -> dict[str, int]:
@@ -265,7 +384,29 @@ def assign(
     load_by_worker: MutableMapping[str, int] | None = None,
     escalate_if_none: bool = True,
 ) -> RowMapping:
-    """Give a ticket to the best on-duty worker (first time: assigned, later: reassigned).
+    """Give a ticket to the best on-duty worker; see ``assign_row``."""
+    assign_row(
+        conn, site, load(conn, ticket_id, for_update=True), at=at, actor=actor, exclude=exclude,
+        positions=positions, reason=reason, load_by_worker=load_by_worker,
+        escalate_if_none=escalate_if_none,
+    )
+    return load(conn, ticket_id)
+
+
+def assign_row(
+    conn: Connection,
+    site: Site,
+    row: Mapping[Any, Any],
+    *,
+    at: datetime,
+    actor: str,
+    exclude: frozenset[str] = frozenset(),
+    positions: Mapping[str, tuple[float, float]] | None = None,
+    reason: str | None = None,
+    load_by_worker: MutableMapping[str, int] | None = None,
+    escalate_if_none: bool = True,
+) -> Mapping[Any, Any]:
+    """Give a ticket (a row read in this transaction) to the best on-duty worker (first time: assigned, later: reassigned).
 
     Workers who declined it or let it time out are never chosen again. With nobody available
     the ticket goes back to open (if someone had it) and is escalated to the street
@@ -273,7 +414,7 @@ def assign(
     ``load_by_worker`` is a running count of open tickets per worker that the caller keeps
     across many assignments (one query instead of one per ticket); it is updated here.
     """
-    row = load(conn, ticket_id)
+    ticket_id = int(row["id"])
     if row["assigned_at"] is not None:
         exclude = exclude | refusers(conn, ticket_id)
     current_load = load_by_worker if load_by_worker is not None else open_load(conn)
@@ -290,18 +431,19 @@ def assign(
         if not escalate_if_none:
             return row
         if row["worker_id"] is not None:
-            apply(
-                conn, ticket_id, Transition.UNASSIGNED, at=at, actor=actor, worker_id=None,
+            previous = row["worker_id"]
+            row = step(
+                conn, row, Transition.UNASSIGNED, at=at, actor=actor, worker_id=None,
                 reason=reason,
             )
-            if load_by_worker is not None and load_by_worker.get(row["worker_id"], 0) > 0:
-                load_by_worker[row["worker_id"]] -= 1
-        return apply(conn, ticket_id, Transition.ESCALATED, at=at, actor=actor, reason=choice.reason)
+            if load_by_worker is not None and load_by_worker.get(previous, 0) > 0:
+                load_by_worker[previous] -= 1
+        return step(conn, row, Transition.ESCALATED, at=at, actor=actor, reason=choice.reason)
     first = Status(row["status"]) is Status.OPEN and row["assigned_at"] is None
     transition = Transition.ASSIGNED if first else Transition.REASSIGNED
     note = choice.reason if reason is None else f"{reason}; {choice.reason}"
-    out = apply(
-        conn, ticket_id, transition, at=at, actor=actor, worker_id=choice.worker_id, reason=note
+    out = step(
+        conn, row, transition, at=at, actor=actor, worker_id=choice.worker_id, reason=note
     )
     if load_by_worker is not None:
         load_by_worker[choice.worker_id] = load_by_worker.get(choice.worker_id, 0) + 1
