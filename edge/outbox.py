@@ -13,6 +13,10 @@ and deleted only after the broker's PUBACK.
   publisher continues after them; a new process replays the whole backlog in order. A
   publish not acknowledged within ``ack_timeout_s`` while connected is sent again (the
   dispatcher is idempotent on ``event_id``, so a duplicate costs nothing).
+- A PUBACK that says "No matching subscribers" (no dispatcher subscribed yet, or a restarted
+  Mosquitto 2.0 that did not restore the dispatchers' shared subscription) does not delete the
+  row: the publisher pauses, backing off from 1 s to 30 s, and then replays from the oldest
+  such row, in order.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from edge.settings import OutboxSettings
 log = logging.getLogger(__name__)
 
 RANK_UPDATE, RANK_OTHER, RANK_CLEARED, RANK_NEW, RANK_SAFETY = range(5)
+UNROUTED_BACKOFF_MIN_S = 1.0
+UNROUTED_BACKOFF_MAX_S = 30.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -216,6 +222,12 @@ class Outbox:
                 self._bytes -= int(r[3])
 
     @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest event ever stored."""
+        with self._lock:
+            return int(self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+
+    @property
     def depth(self) -> int:
         return self._count
 
@@ -291,12 +303,17 @@ class OutboxPublisher:
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (row id, sent at)
         self._sent_rows: set[int] = set()
         self._cursor = 0
-        self._acks: deque[tuple[int, bool]] = deque()
+        self.unrouted = 0
+        self._acks: deque[tuple[int, bool | None]] = deque()  # None: no matching subscribers
+        self._rewind_to: int | None = None
+        self._hold_until = 0.0
+        self._backoff = UNROUTED_BACKOFF_MIN_S
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-publisher", daemon=True)
         bus.on_acknowledged(self._on_ack)
+        bus.on_unrouted(self._on_unrouted)
         bus.on_connected(lambda _present: self._wake.set())
 
     def start(self) -> None:
@@ -320,9 +337,13 @@ class OutboxPublisher:
         self._acks.append((mid, ok))
         self._wake.set()
 
+    def _on_unrouted(self, mid: int) -> None:
+        self._acks.append((mid, None))
+        self._wake.set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(0.5)
+            self._wake.wait(0.5 if time.monotonic() >= self._hold_until else 0.25)
             self._wake.clear()
             try:
                 self._settle_acks()
@@ -335,6 +356,7 @@ class OutboxPublisher:
 
     def _settle_acks(self) -> None:
         done: list[int] = []
+        unrouted: list[int] = []
         while self._acks:
             mid, ok = self._acks.popleft()
             with self._lock:
@@ -343,12 +365,30 @@ class OutboxPublisher:
                 continue
             row_id = entry[0]
             self._sent_rows.discard(row_id)
-            if ok:
+            log.debug("outbox row %s (mid %s): %s", row_id, mid,
+                      {None: "no subscriber", True: "acknowledged", False: "refused"}[ok])
+            if ok is None:
+                unrouted.append(row_id)
+            elif ok:
                 done.append(row_id)
             else:
                 log.error("broker refused outbox row %s; moved to the rejected table", row_id)
                 self.outbox.reject(row_id)
         self.acknowledged += self.outbox.remove(done)
+        if unrouted:
+            self.unrouted += len(unrouted)
+            first = min(unrouted)
+            self._rewind_to = first if self._rewind_to is None else min(self._rewind_to, first)
+            self._hold_until = time.monotonic() + self._backoff
+            log.warning(
+                "broker has no subscriber for %d outbox messages (dispatcher not subscribed?);"
+                " keeping them, replaying in %.0fs",
+                len(unrouted),
+                self._backoff,
+            )
+            self._backoff = min(self._backoff * 2, UNROUTED_BACKOFF_MAX_S)
+        elif done:
+            self._backoff = UNROUTED_BACKOFF_MIN_S
 
     def _send(self, row_id: int, topic: str, payload: bytes) -> bool:
         try:
@@ -356,6 +396,7 @@ class OutboxPublisher:
         except BusError:
             log.exception("publish of outbox row %s failed", row_id)
             return False
+        log.debug("outbox row %s published as mid %s", row_id, published.mid)
         with self._lock:
             self._inflight[published.mid] = (row_id, time.monotonic())
         self._sent_rows.add(row_id)
@@ -381,6 +422,11 @@ class OutboxPublisher:
                 self._send(row.id, row.topic, row.payload)
 
     def _fill_window(self) -> None:
+        if time.monotonic() < self._hold_until:
+            return
+        if self._rewind_to is not None:
+            self._cursor = min(self._cursor, self._rewind_to - 1)
+            self._rewind_to = None
         room = self.settings.window - self.in_flight
         while room > 0 and self.bus.connected:
             batch = self.outbox.after(self._cursor, room)
