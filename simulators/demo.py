@@ -211,6 +211,11 @@ def run_demo(site_file: Path, state: Path, duration_s: float, console: Console) 
                 f"[bold]API[/] {api_url}   [bold]docs[/] {api_url}/docs   "
                 f"[bold]state[/] {state}   admin password: {admin_password}"
             )
+            console.print(
+                f"[bold]worker app[/] {api_url}/app/ (w01 / {env.get('GW_PW_W01', '?')})   "
+                f"[bold]dashboard[/] {api_url}/dashboard/ (sup-s1 / "
+                f"{env.get('GW_PW_SUP_S1', '?')}, or admin)"
+            )
             procs.spawn(
                 "devices",
                 [

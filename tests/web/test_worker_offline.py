@@ -58,6 +58,10 @@ def test_installable_and_queues_actions_while_offline(
     app.locator("#back").click()
     expect(app.locator("#queue-state")).to_have_text("1 个操作待提交")
     expect(app.locator("#net")).not_to_have_class("net live")
+    queued = app.locator(f"#tickets li[data-id='{ticket_id}']")
+    expect(queued.locator(".status")).to_have_text("处理中")  # as it will be once sent
+    expect(queued.locator("strong")).to_have_text("垃圾堆积")  # labels kept for offline use
+    expect(queued.locator(".pending")).to_be_visible()
     shots.shot(app, "worker-queued")
     assert status_of(stack, ticket_id) == "assigned"
 

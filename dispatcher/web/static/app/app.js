@@ -108,7 +108,7 @@ function alertNewTicket(push) {
 }
 
 function updateBadge() {
-  const waiting = state.tickets.filter((x) => x.status === "assigned").length;
+  const waiting = withQueued(state.tickets).filter((x) => x.status === "assigned").length;
   const badge = $("#badge");
   badge.textContent = String(waiting);
   show(badge, waiting > 0);
@@ -300,9 +300,31 @@ async function runStream(gen) {
 }
 
 // -- data ------------------------------------------------------------------------------------
+// The site's labels and map change rarely: keep the last copy for when the network is away.
 async function loadSite() {
   if (state.site) return;
-  [state.site, state.grids] = await Promise.all([api.get("/site"), api.get("/grids")]);
+  try {
+    [state.site, state.grids] = await Promise.all([api.get("/site"), api.get("/grids")]);
+    localStorage.setItem("gw.app.site", JSON.stringify({ site: state.site, grids: state.grids }));
+  } catch (e) {
+    const saved = JSON.parse(localStorage.getItem("gw.app.site") || "null");
+    if (!(e instanceof NetworkError) || !saved) throw e;
+    state.site = saved.site;
+    state.grids = saved.grids;
+  }
+}
+
+// What the worker will see once the queued actions reach the server.
+const QUEUED_STATUS = { accept: "accepted", resolve: "resolved", reject: "rejected", decline: "declined" };
+
+function withQueued(tickets) {
+  return tickets
+    .map((tk) => {
+      const kinds = state.pending[tk.id] || [];
+      const last = kinds.map((k) => QUEUED_STATUS[k]).filter(Boolean).pop();
+      return last ? { ...tk, status: last } : tk;
+    })
+    .filter((tk) => tk.status !== "declined");
 }
 
 async function refreshList() {
@@ -367,7 +389,7 @@ function renderList() {
   ul.replaceChildren();
   document.querySelectorAll(".tab").forEach((b) => b.classList.toggle("active", b.dataset.tab === state.tab));
   const statuses = state.tab === "todo" ? TODO : DONE;
-  const items = state.tickets.filter((x) => statuses.includes(x.status));
+  const items = withQueued(state.tickets).filter((x) => statuses.includes(x.status));
   show($("#empty"), items.length === 0);
   for (const tk of items) {
     const li = document.createElement("li");
