@@ -82,7 +82,9 @@ def revoke_tokens(conn: Connection, username: str) -> int:
 def set_password(conn: Connection, username: str, password: str) -> int:
     """Store a new password hash and revoke the account's tokens; return the new version."""
     conn.execute(
-        update(users).where(users.c.username == username).values(password_hash=hash_password(password))
+        update(users)
+        .where(users.c.username == username)
+        .values(password_hash=hash_password(password))
     )
     log.info("password changed for %s; its tokens are revoked", username)
     return revoke_tokens(conn, username)

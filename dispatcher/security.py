@@ -127,7 +127,9 @@ class LoginThrottle:
                 self._prune(now)
             pair = self._pairs.setdefault((username, address), _Failures([]))
             self._count(pair, now, self.max_failures)
-            self._count(self._addresses.setdefault(address, _Failures([])), now, self.max_per_address)
+            self._count(
+                self._addresses.setdefault(address, _Failures([])), now, self.max_per_address
+            )
 
     def _count(self, f: _Failures, now: float, limit: int) -> None:
         f.times = [t for t in f.times if now - t < self.window_s] + [now]

@@ -34,8 +34,16 @@ def create_app(dispatcher: Dispatcher) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(tickets.router)
-    for router in (incidents.router, workers.router, devices.router, grids.router,
-                   metrics.router, evidence.router, site.router, stream.router):
+    for router in (
+        incidents.router,
+        workers.router,
+        devices.router,
+        grids.router,
+        metrics.router,
+        evidence.router,
+        site.router,
+        stream.router,
+    ):
         app.include_router(router)
     app.include_router(open311.router)
     add_web(app)

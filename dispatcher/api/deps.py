@@ -72,8 +72,9 @@ def user_from_row(username: str, role: Role, display_name: str, site: Site) -> U
         grids = frozenset(g.id for g in site.grids if g.street in streets)
         return User(username, role, display_name, streets, grids)
     worker = next((w for w in site.workers if w.id == username), None)
-    return User(username, role, display_name, frozenset(), frozenset(),
-                worker.grid if worker else None)
+    return User(
+        username, role, display_name, frozenset(), frozenset(), worker.grid if worker else None
+    )
 
 
 def unauthorized(detail: str) -> HTTPException:
@@ -107,8 +108,12 @@ def current_user(
     with d.engine.connect() as conn:
         row = find_user(conn, claims.username)
     if row is None or row["token_version"] != claims.version or row["role"] != claims.role:
-        log.warning("denied: token for %s is no longer valid (%s %s)", claims.username,
-                    request.method, request.url.path)
+        log.warning(
+            "denied: token for %s is no longer valid (%s %s)",
+            claims.username,
+            request.method,
+            request.url.path,
+        )
         raise unauthorized("token revoked")
     request.state.token_claims = claims
     return user_from_row(row["username"], row["role"], row["display_name"], d.site)

@@ -11,7 +11,9 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from dispatcher.security import Role
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", max_length=63)]
-TicketStatus = Literal["open", "assigned", "accepted", "resolved", "closed", "cancelled", "rejected"]
+TicketStatus = Literal[
+    "open", "assigned", "accepted", "resolved", "closed", "cancelled", "rejected"
+]
 Source = Literal["camera", "sensor", "citizen"]
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)

@@ -67,8 +67,9 @@ def add_web(app: FastAPI) -> None:
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(RequestValidationError, log_validation_error)
     app.mount("/app", StaticFiles(directory=STATIC / "app", html=True), name="worker-app")
-    app.mount("/dashboard", StaticFiles(directory=STATIC / "dashboard", html=True),
-              name="dashboard")
+    app.mount(
+        "/dashboard", StaticFiles(directory=STATIC / "dashboard", html=True), name="dashboard"
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -32,11 +32,19 @@ ARTIFACTS = ROOT / "artifacts" / "screenshots"
 DOCS = ROOT / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
 ]
-PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
-         "is_mobile": True, "has_touch": True}
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+}
 DESK = {"viewport": {"width": 1366, "height": 900}}
 ADMIN_PASSWORD = "admin-pass-1"
 SIMULATED = ("edge-01", "edge-02", "edge-03", "node-01")
@@ -77,8 +85,12 @@ def stack(
     influx: InfluxServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    settings = dispatcher_settings(SAMPLE_SITE, tmp_path_factory.mktemp("web-dispatcher"),
-                                   influx, admin_password=ADMIN_PASSWORD)
+    settings = dispatcher_settings(
+        SAMPLE_SITE,
+        tmp_path_factory.mktemp("web-dispatcher"),
+        influx,
+        admin_password=ADMIN_PASSWORD,
+    )
     d = Dispatcher(settings, site, SystemClock())
     d.start(wait_s=15)
     sims: dict[str, DeviceSimulator] = {}
@@ -86,8 +98,14 @@ def stack(
         for device_id in SIMULATED:
             dev = site.device(device_id)
             assert dev is not None
-            sim = DeviceSimulator(site, device_id, dev.password.get_secret_value(),
-                                  seed=len(sims), fix_probability=1.0, kind=dev.kind)
+            sim = DeviceSimulator(
+                site,
+                device_id,
+                dev.password.get_secret_value(),
+                seed=len(sims),
+                fix_probability=1.0,
+                kind=dev.kind,
+            )
             sim.start()
             sims[device_id] = sim
         with ApiServer(create_app(d)) as api:
@@ -123,8 +141,12 @@ class Screens:
 
     def watch(self, page: Page) -> Page:
         page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        page.on("console", lambda m: self.errors.append(f"console {m.type}: {m.text}")
-                if m.type == "error" else None)
+        page.on(
+            "console",
+            lambda m: (
+                self.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+            ),
+        )
         return page
 
     def shot(self, page: Page, name: str, *, full_page: bool = False) -> Path:
@@ -146,8 +168,9 @@ def new_context(browser: Browser, stack: Stack) -> Iterator[ContextFactory]:
     made: list[BrowserContext] = []
 
     def make(**options: object) -> BrowserContext:
-        ctx = browser.new_context(base_url=stack.url, locale="zh-CN",
-                                  timezone_id="Asia/Shanghai", **options)  # type: ignore[arg-type]
+        ctx = browser.new_context(
+            base_url=stack.url, locale="zh-CN", timezone_id="Asia/Shanghai", **options
+        )  # type: ignore[arg-type]
         ctx.set_default_timeout(15_000)
         made.append(ctx)
         return ctx

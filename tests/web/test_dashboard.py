@@ -23,8 +23,13 @@ def busy_morning(stack: Stack) -> list[int]:
     admin = login(stack.url, "admin", stack.password("admin"))
     before = {t["id"] for t in admin.get("/tickets", params={"limit": 500}).json()["items"]}
     # distinct (camera, kind) pairs: two of a kind in front of one camera would merge
-    problems = [("cam-01", "garbage"), ("cam-02", "manhole_broken"), ("cam-03", "garbage"),
-                ("cam-04", "manhole_missing"), ("cam-01", "manhole_broken")]
+    problems = [
+        ("cam-01", "garbage"),
+        ("cam-02", "manhole_broken"),
+        ("cam-03", "garbage"),
+        ("cam-04", "manhole_missing"),
+        ("cam-01", "manhole_broken"),
+    ]
     for cam_id, kind in problems:
         cam = next(c for c in stack.site.cameras if c.id == cam_id)
         stack.devices[cam.device].raise_problem(cam, kind)
@@ -45,11 +50,13 @@ def busy_morning(stack: Stack) -> list[int]:
         if n in (0, 1):
             client.post(f"/tickets/{t['id']}/accept").raise_for_status()
         if n == 1:
-            client.post(f"/tickets/{t['id']}/resolve", data={"note": "cleaned"}, files={
-                "photo": ("a.jpg", _jpeg(), "image/jpeg")}).raise_for_status()
+            client.post(
+                f"/tickets/{t['id']}/resolve",
+                data={"note": "cleaned"},
+                files={"photo": ("a.jpg", _jpeg(), "image/jpeg")},
+            ).raise_for_status()
         if n == 2:
-            client.post(f"/tickets/{t['id']}/reject",
-                        json={"reason": "shadow"}).raise_for_status()
+            client.post(f"/tickets/{t['id']}/reject", json={"reason": "shadow"}).raise_for_status()
     return [t["id"] for t in made]
 
 
@@ -71,7 +78,8 @@ def test_dashboard_answers_at_a_glance(new_context: ContextFactory, stack: Stack
     expect(dash.locator("#kpi-backlog b")).to_have_text(str(kpi["backlog"]))
     assert kpi["opened"] >= len(made) and kpi["discovered_by"]["camera"] >= len(made)
     expect(dash.locator("#kpi-sources .source-row[data-source=camera] b")).to_have_text(
-        str(kpi["discovered_by"]["camera"]))
+        str(kpi["discovered_by"]["camera"])
+    )
     assert dash.locator("#chart-grid .uplot").count() == 1
     assert dash.locator("#chart-cat .uplot").count() == 1
 
@@ -87,7 +95,8 @@ def test_dashboard_answers_at_a_glance(new_context: ContextFactory, stack: Stack
     dash.wait_for_function(
         "() => [...document.querySelectorAll('#tickets tbody tr')].length > 0 && "
         "[...document.querySelectorAll('#tickets tbody tr td:nth-child(4)')]"
-        ".every(td => td.textContent === '和平里东二网格')")
+        ".every(td => td.textContent === '和平里东二网格')"
+    )
 
     with dash.expect_download() as download:
         dash.click("#export")
@@ -107,8 +116,11 @@ def test_dashboard_answers_at_a_glance(new_context: ContextFactory, stack: Stack
 
     current = sup.get(f"/tickets/{target}").json()
     if current["status"] in ("open", "assigned", "accepted"):
-        other = next(w.id for w in stack.site.workers
-                     if w.id != current["worker_id"] and w.grid in ("g1", "g2"))
+        other = next(
+            w.id
+            for w in stack.site.workers
+            if w.id != current["worker_id"] and w.grid in ("g1", "g2")
+        )
         dash.select_option("#dd-actions select", other)
         dash.fill("#dd-reason", "人手调整")
         dash.click("#dd-actions button.secondary")

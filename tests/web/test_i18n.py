@@ -20,9 +20,7 @@ from dispatcher.lifecycle import Status, Transition
 STATIC = Path(__file__).resolve().parents[2] / "dispatcher" / "web" / "static"
 LANGS = ("zh-CN", "en")
 PAGES = [STATIC / "app" / "index.html", STATIC / "dashboard" / "index.html"]
-SCRIPTS = sorted(
-    p for p in STATIC.rglob("*.js") if "vendor" not in p.parts and p.name != "sw.js"
-)
+SCRIPTS = sorted(p for p in STATIC.rglob("*.js") if "vendor" not in p.parts and p.name != "sw.js")
 
 
 def dictionary(lang: str) -> dict[str, str]:
@@ -56,8 +54,11 @@ def used_keys() -> tuple[set[str], set[str]]:
     keys: set[str] = set()
     prefixes: set[str] = set()
     for page in PAGES:
-        keys |= set(re.findall(r'data-i18n(?:-placeholder|-title|-aria)?="([^"]+)"',
-                               page.read_text("utf-8")))
+        keys |= set(
+            re.findall(
+                r'data-i18n(?:-placeholder|-title|-aria)?="([^"]+)"', page.read_text("utf-8")
+            )
+        )
     for script in SCRIPTS:
         text = script.read_text("utf-8")
         keys |= set(re.findall(r'\bt\("([a-z0-9_.]+)"(?! \+)', text))
@@ -94,4 +95,5 @@ def test_chinese_is_the_default_and_really_chinese() -> None:
     for page in PAGES:
         assert '<html lang="zh-CN">' in page.read_text("utf-8")
     assert 'return LANGS.includes(saved) ? saved : "zh-CN";' in (
-        STATIC / "common" / "i18n.js").read_text("utf-8")
+        STATIC / "common" / "i18n.js"
+    ).read_text("utf-8")

@@ -15,8 +15,9 @@ from tests.web.test_worker_to_dashboard import camera_with_a_worker
 
 def status_of(stack: Stack, ticket_id: int) -> str:
     with stack.dispatcher.engine.connect() as conn:
-        return str(conn.execute(select(tickets.c.status).where(tickets.c.id == ticket_id))
-                   .scalar_one())
+        return str(
+            conn.execute(select(tickets.c.status).where(tickets.c.id == ticket_id)).scalar_one()
+        )
 
 
 def test_installable_and_queues_actions_while_offline(

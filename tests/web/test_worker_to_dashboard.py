@@ -39,8 +39,14 @@ def camera_with_a_worker(stack: Stack) -> tuple[Camera, str, str]:
             continue
         cell = index.locate(cam.position.lat, cam.position.lon)
         assert cell is not None
-        choice = choose_worker(site=stack.site, grid_id=cell.id, at=now, open_load={},
-                               positions={}, target=(cam.position.lat, cam.position.lon))
+        choice = choose_worker(
+            site=stack.site,
+            grid_id=cell.id,
+            at=now,
+            open_load={},
+            positions={},
+            target=(cam.position.lat, cam.position.lon),
+        )
         if choice.worker_id:
             sup = next(s.id for s in stack.site.supervisors if cell.street in s.streets)
             return cam, choice.worker_id, sup
@@ -49,8 +55,9 @@ def camera_with_a_worker(stack: Stack) -> tuple[Camera, str, str]:
 
 def ticket_status(stack: Stack, ticket_id: int) -> str:
     with stack.dispatcher.engine.connect() as conn:
-        return str(conn.execute(select(tickets.c.status).where(tickets.c.id == ticket_id))
-                   .scalar_one())
+        return str(
+            conn.execute(select(tickets.c.status).where(tickets.c.id == ticket_id)).scalar_one()
+        )
 
 
 def kpi_counts(page: Page) -> tuple[int, int]:
@@ -62,7 +69,8 @@ def refresh_dashboard(page: Page) -> None:
     before = page.eval_on_selector("body", "b => b.dataset.loaded || ''")
     page.click(".seg button[data-period=day]")
     page.wait_for_function(
-        f"() => document.body.dataset.loaded && document.body.dataset.loaded !== '{before}'")
+        f"() => document.body.dataset.loaded && document.body.dataset.loaded !== '{before}'"
+    )
 
 
 def test_pushed_ticket_to_closure_on_the_dashboard(
@@ -77,8 +85,11 @@ def test_pushed_ticket_to_closure_on_the_dashboard(
     dash.wait_for_selector("body[data-loaded]")
     closed_before, opened_before = kpi_counts(dash)
 
-    phone = new_context(**PHONE, permissions=["geolocation"],
-                        geolocation={"latitude": cam.position.lat, "longitude": cam.position.lon})
+    phone = new_context(
+        **PHONE,
+        permissions=["geolocation"],
+        geolocation={"latitude": cam.position.lat, "longitude": cam.position.lon},
+    )
     app = shots.watch(phone.new_page())
     app.goto("/app/")
     app.wait_for_selector("body[data-ready='1']")
@@ -137,7 +148,8 @@ def test_pushed_ticket_to_closure_on_the_dashboard(
     expect(dash.locator("#detail")).to_be_visible()
     expect(dash.locator("#dd-audit")).to_contain_text("复核通过并结案")
     dash.wait_for_function(
-        "() => [...document.querySelectorAll('#dd-images img')].every(i => i.naturalWidth > 0)")
+        "() => [...document.querySelectorAll('#dd-images img')].every(i => i.naturalWidth > 0)"
+    )
     assert dash.locator("#dd-images img").count() >= 2  # camera snapshot and after-photo
     shots.shot(dash, "dashboard-2-ticket")
 

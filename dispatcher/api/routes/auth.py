@@ -77,8 +77,11 @@ def login(
     if d.site.device(body.username) is not None or body.username == DISPATCHER_ACCOUNT:
         burn_verify_time()
         limiter.failed(body.username, address, now)
-        log.warning("denied: device account %r tried to log in to the HTTP API from %s",
-                    body.username, address)
+        log.warning(
+            "denied: device account %r tried to log in to the HTTP API from %s",
+            body.username,
+            address,
+        )
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, WRONG_LOGIN)
     with d.engine.connect() as conn:
         row = accounts.find_user(conn, body.username)
@@ -140,8 +143,11 @@ def change_password(
     return _token(d, row, version)
 
 
-@router.get("/me", response_model=MePublic,
-            responses={401: {"model": ErrorPublic, "description": "not logged in"}})
+@router.get(
+    "/me",
+    response_model=MePublic,
+    responses={401: {"model": ErrorPublic, "description": "not logged in"}},
+)
 def me(d: DispatcherDep, user: CurrentUser) -> MePublic:
     all_grids = [g.id for g in d.site.grids]
     return MePublic(
@@ -149,7 +155,8 @@ def me(d: DispatcherDep, user: CurrentUser) -> MePublic:
         role=user.role,
         display_name=user.display_name,
         grid_id=user.home_grid,
-        streets=sorted(user.streets) if user.streets is not None
+        streets=sorted(user.streets)
+        if user.streets is not None
         else [s.id for s in d.site.streets],
         grids=sorted(user.grids) if user.grids is not None else all_grids,
     )

@@ -47,14 +47,24 @@ def _visible(user: User, site: Site, device: Device) -> bool:
 def _public(device: Device, row: Mapping[Any, Any] | None) -> DevicePublic:
     body: dict[str, Any] = dict((row or {}).get("status") or {})
     cameras = [
-        CameraHealth(camera_id=c["camera_id"], state=c.get("state", "unknown"),
-                     fps=float(c.get("fps") or 0), inference_ms=c.get("inference_ms"),
-                     last_frame=c.get("last_frame"), error=c.get("error"))
+        CameraHealth(
+            camera_id=c["camera_id"],
+            state=c.get("state", "unknown"),
+            fps=float(c.get("fps") or 0),
+            inference_ms=c.get("inference_ms"),
+            last_frame=c.get("last_frame"),
+            error=c.get("error"),
+        )
         for c in body.get("cameras") or ()
     ]
     sensors = [
-        SensorHealth(sensor_id=s["sensor_id"], value=s.get("value"), alarm=bool(s.get("alarm")),
-                     last_reading=s.get("last_reading"), error=s.get("error"))
+        SensorHealth(
+            sensor_id=s["sensor_id"],
+            value=s.get("value"),
+            alarm=bool(s.get("alarm")),
+            last_reading=s.get("last_reading"),
+            error=s.get("error"),
+        )
         for s in body.get("sensors") or ()
     ]
     return DevicePublic(
@@ -90,17 +100,22 @@ def list_devices(
     """The site's devices whose cameras or sensors stand in your streets, with their health."""
     rows = _status_rows(d)
     chosen = [
-        _public(dev, rows.get(dev.id)) for dev in d.site.devices
+        _public(dev, rows.get(dev.id))
+        for dev in d.site.devices
         if _visible(user, d.site, dev) and (kind is None or dev.kind == kind)
     ]
     if online is not None:
         chosen = [p for p in chosen if p.online == online]
-    return DevicePage(items=chosen[offset:offset + limit], total=len(chosen), limit=limit,
-                      offset=offset)
+    return DevicePage(
+        items=chosen[offset : offset + limit], total=len(chosen), limit=limit, offset=offset
+    )
 
 
-@router.get("/{device_id}", response_model=DevicePublic,
-            responses=RESPONSES | {404: {"model": ErrorPublic, "description": "no such device"}})
+@router.get(
+    "/{device_id}",
+    response_model=DevicePublic,
+    responses=RESPONSES | {404: {"model": ErrorPublic, "description": "no such device"}},
+)
 def get_device(
     device_id: Annotated[str, Path(max_length=64)], d: DispatcherDep, user: SupervisorUser
 ) -> DevicePublic:

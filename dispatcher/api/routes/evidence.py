@@ -23,8 +23,10 @@ MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
     "/{evidence_id}",
     response_class=FileResponse,
     responses={
-        200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}},
-              "description": "the image"},
+        200: {
+            "content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}},
+            "description": "the image",
+        },
         401: {"model": ErrorPublic, "description": "not logged in"},
         404: {"model": ErrorPublic, "description": "no such image, or not yours to see"},
     },
@@ -39,15 +41,22 @@ def get_evidence(
         allowed = False
         if row is not None:
             via_incident = select(events.c.incident_id).where(events.c.evidence_id == evidence_id)
-            allowed = conn.execute(
-                select(tickets.c.id).where(
-                    user.tickets_visible(),
-                    (tickets.c.id == row["ticket_id"]) | tickets.c.incident_id.in_(via_incident),
-                ).limit(1)
-            ).first() is not None
+            allowed = (
+                conn.execute(
+                    select(tickets.c.id)
+                    .where(
+                        user.tickets_visible(),
+                        (tickets.c.id == row["ticket_id"])
+                        | tickets.c.incident_id.in_(via_incident),
+                    )
+                    .limit(1)
+                ).first()
+                is not None
+            )
     if row is None or not allowed:
-        log.warning("denied: %s asked for evidence %s (missing or not theirs)", user.actor,
-                    evidence_id)
+        log.warning(
+            "denied: %s asked for evidence %s (missing or not theirs)", user.actor, evidence_id
+        )
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"image {evidence_id} not found")
     try:
         path = d.evidence.open(row["path"])

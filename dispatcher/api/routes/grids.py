@@ -61,8 +61,11 @@ def list_grids(d: DispatcherDep, user: CurrentUser) -> list[GridPublic]:
     return [_public(c, user, backlog) for c in d.site.grids if _shown(user, c)]
 
 
-@router.get("/{grid_id}", response_model=GridPublic,
-            responses=AUTH | {404: {"model": ErrorPublic, "description": "no such grid cell"}})
+@router.get(
+    "/{grid_id}",
+    response_model=GridPublic,
+    responses=AUTH | {404: {"model": ErrorPublic, "description": "no such grid cell"}},
+)
 def get_grid(
     grid_id: Annotated[str, Path(max_length=64)], d: DispatcherDep, user: CurrentUser
 ) -> GridPublic:

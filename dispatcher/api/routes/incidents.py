@@ -47,38 +47,57 @@ def list_incidents(
 ) -> IncidentPage:
     """Incidents you may see, newest first."""
     where = [_visible(user)]
-    for column, value in ((incidents.c.status, status_), (incidents.c.kind, kind),
-                          (incidents.c.grid_id, grid), (incidents.c.source, source)):
+    for column, value in (
+        (incidents.c.status, status_),
+        (incidents.c.kind, kind),
+        (incidents.c.grid_id, grid),
+        (incidents.c.source, source),
+    ):
         if value is not None:
             where.append(column == value)
     with d.engine.connect() as conn:
-        total = conn.execute(
-            select(func.count()).select_from(incidents).where(*where)
-        ).scalar_one()
-        rows = conn.execute(
-            select(incidents, tickets.c.id.label("ticket_id"))
-            .outerjoin(tickets, tickets.c.incident_id == incidents.c.id)
-            .where(*where).order_by(incidents.c.id.desc()).limit(limit).offset(offset)
-        ).mappings().all()
+        total = conn.execute(select(func.count()).select_from(incidents).where(*where)).scalar_one()
+        rows = (
+            conn.execute(
+                select(incidents, tickets.c.id.label("ticket_id"))
+                .outerjoin(tickets, tickets.c.incident_id == incidents.c.id)
+                .where(*where)
+                .order_by(incidents.c.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+            .mappings()
+            .all()
+        )
     return IncidentPage(
         items=[IncidentPublic.from_row(r, r["ticket_id"]) for r in rows],
-        total=total, limit=limit, offset=offset,
+        total=total,
+        limit=limit,
+        offset=offset,
     )
 
 
-@router.get("/{incident_id}", response_model=IncidentPublic,
-            responses=AUTH | {404: {"model": ErrorPublic, "description": "no such incident"}})
+@router.get(
+    "/{incident_id}",
+    response_model=IncidentPublic,
+    responses=AUTH | {404: {"model": ErrorPublic, "description": "no such incident"}},
+)
 def get_incident(
     incident_id: Annotated[int, Path(ge=1, le=2**31 - 1)], d: DispatcherDep, user: CurrentUser
 ) -> IncidentPublic:
     with d.engine.connect() as conn:
-        row = conn.execute(
-            select(incidents, tickets.c.id.label("ticket_id"))
-            .outerjoin(tickets, tickets.c.incident_id == incidents.c.id)
-            .where(incidents.c.id == incident_id, _visible(user))
-        ).mappings().first()
+        row = (
+            conn.execute(
+                select(incidents, tickets.c.id.label("ticket_id"))
+                .outerjoin(tickets, tickets.c.incident_id == incidents.c.id)
+                .where(incidents.c.id == incident_id, _visible(user))
+            )
+            .mappings()
+            .first()
+        )
     if row is None:
-        log.warning("denied: %s asked for incident %s (missing or not theirs)", user.actor,
-                    incident_id)
+        log.warning(
+            "denied: %s asked for incident %s (missing or not theirs)", user.actor, incident_id
+        )
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"incident {incident_id} not found")
     return IncidentPublic.from_row(row, row["ticket_id"])

@@ -66,7 +66,8 @@ def _live_backlog(d: Dispatcher, streets: list[str] | None) -> tuple[int, int]:
     with d.engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(tickets).where(*where)).scalar_one()
         late = conn.execute(
-            select(func.count()).select_from(tickets)
+            select(func.count())
+            .select_from(tickets)
             .where(*where, tickets.c.deadline < d.clock.now())
         ).scalar_one()
     return int(total), int(late)
@@ -78,7 +79,9 @@ def _filters(streets: list[str] | None) -> metrics.Filters:
 
 @router.get("/kpis", response_model=KpiPublic, responses=RESPONSES)
 def kpis(
-    d: DispatcherDep, user: SupervisorUser, period: PeriodQuery = "day",
+    d: DispatcherDep,
+    user: SupervisorUser,
+    period: PeriodQuery = "day",
     street: StreetQuery = None,
 ) -> KpiPublic:
     """Closure rate, median and p90 time to close, SLA compliance, reopen rate and discovery
@@ -90,22 +93,42 @@ def kpis(
     try:
         kpi = metrics.totals(d.influx, window, _filters(streets))
         for s in metrics.discovery(d.influx, window, None, _filters(streets)):
-            found = {"camera": found["camera"] + s.camera, "sensor": found["sensor"] + s.sensor,
-                     "citizen": found["citizen"] + s.citizen}
+            found = {
+                "camera": found["camera"] + s.camera,
+                "sensor": found["sensor"] + s.sensor,
+                "citizen": found["citizen"] + s.citizen,
+            }
     except metrics.InfluxUnavailable as exc:
         log.warning("KPIs unavailable: %s", exc)
         error = str(exc)[:300]
     if kpi is None:
         return KpiPublic(
-            period=period, opened=0, closed=0, closure_rate=None, median_close_s=None,
-            p90_close_s=None, sla_compliance=None, reopen_rate=None, backlog=backlog,
-            overdue=overdue, discovered_by=found, metrics_error=error,
+            period=period,
+            opened=0,
+            closed=0,
+            closure_rate=None,
+            median_close_s=None,
+            p90_close_s=None,
+            sla_compliance=None,
+            reopen_rate=None,
+            backlog=backlog,
+            overdue=overdue,
+            discovered_by=found,
+            metrics_error=error,
         )
     return KpiPublic(
-        period=period, opened=kpi.opened, closed=kpi.closed, closure_rate=kpi.closure_rate,
-        median_close_s=kpi.median_close_s, p90_close_s=kpi.p90_close_s,
-        sla_compliance=kpi.sla_compliance, reopen_rate=kpi.reopen_rate,
-        backlog=backlog, overdue=overdue, discovered_by=found, metrics_error=error,
+        period=period,
+        opened=kpi.opened,
+        closed=kpi.closed,
+        closure_rate=kpi.closure_rate,
+        median_close_s=kpi.median_close_s,
+        p90_close_s=kpi.p90_close_s,
+        sla_compliance=kpi.sla_compliance,
+        reopen_rate=kpi.reopen_rate,
+        backlog=backlog,
+        overdue=overdue,
+        discovered_by=found,
+        metrics_error=error,
     )
 
 
@@ -128,26 +151,40 @@ def series(
     lines: dict[str, list[float]] = {}
     error = None
     try:
-        ts = metrics.series(d.influx, Transition(transition), window, interval, d.site.tz,
-                            group_by, _filters(streets))
+        ts = metrics.series(
+            d.influx,
+            Transition(transition),
+            window,
+            interval,
+            d.site.tz,
+            group_by,
+            _filters(streets),
+        )
         starts, lines = ts.starts, ts.values
     except metrics.InfluxUnavailable as exc:
         log.warning("series unavailable: %s", exc)
         error = str(exc)[:300]
     bucket_s = 3600 if interval == "hour" else 86400
     return SeriesPublic(
-        period=period, transition=transition, group_by=group_by, bucket_s=bucket_s,
+        period=period,
+        transition=transition,
+        group_by=group_by,
+        bucket_s=bucket_s,
         times=[int(s.timestamp()) for s in starts],
         lines=[SeriesLine(key=k, values=list(v)) for k, v in sorted(lines.items())],
         metrics_error=error,
     )
 
 
-@router.get("/grids", response_model=list[GridReportPublic],
-            responses=RESPONSES | {503: {"model": ErrorPublic,
-                                         "description": "InfluxDB is unavailable"}})
+@router.get(
+    "/grids",
+    response_model=list[GridReportPublic],
+    responses=RESPONSES | {503: {"model": ErrorPublic, "description": "InfluxDB is unavailable"}},
+)
 def grid_reports(
-    d: DispatcherDep, user: SupervisorUser, period: PeriodQuery = "day",
+    d: DispatcherDep,
+    user: SupervisorUser,
+    period: PeriodQuery = "day",
     street: StreetQuery = None,
 ) -> list[GridReportPublic]:
     """Per grid cell: opened, closed, closure rate, time to close and SLA compliance."""
@@ -160,9 +197,17 @@ def grid_reports(
         log.warning("grid report unavailable: %s", exc)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "InfluxDB is unavailable") from exc
     return [
-        GridReportPublic(grid=r.key, opened=r.opened, assigned=r.assigned, closed=r.closed,
-                         cancelled=r.cancelled, closure_rate=r.closure_rate,
-                         median_close_s=r.median_close_s, p90_close_s=r.p90_close_s,
-                         sla_compliance=r.sla_compliance)
-        for r in rows if r.key in grids
+        GridReportPublic(
+            grid=r.key,
+            opened=r.opened,
+            assigned=r.assigned,
+            closed=r.closed,
+            cancelled=r.cancelled,
+            closure_rate=r.closure_rate,
+            median_close_s=r.median_close_s,
+            p90_close_s=r.p90_close_s,
+            sla_compliance=r.sla_compliance,
+        )
+        for r in rows
+        if r.key in grids
     ]

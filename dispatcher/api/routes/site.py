@@ -10,8 +10,11 @@ from dispatcher.api.models import CategoryPublic, ErrorPublic, SitePublic, Stree
 router = APIRouter(tags=["site"])
 
 
-@router.get("/site", response_model=SitePublic,
-            responses={401: {"model": ErrorPublic, "description": "not logged in"}})
+@router.get(
+    "/site",
+    response_model=SitePublic,
+    responses={401: {"model": ErrorPublic, "description": "not logged in"}},
+)
 def site(d: DispatcherDep, user: CurrentUser) -> SitePublic:
     s = d.site
     return SitePublic(
@@ -21,8 +24,14 @@ def site(d: DispatcherDep, user: CurrentUser) -> SitePublic:
         timezone=s.office.timezone,
         streets=[StreetPublic(id=st.id, name=st.name, name_en=st.name_en) for st in s.streets],
         categories=[
-            CategoryPublic(id=k, label=c.label, label_en=c.label_en, priority=c.priority,
-                           sla_minutes=c.sla_minutes, verify=c.verify)
+            CategoryPublic(
+                id=k,
+                label=c.label,
+                label_en=c.label_en,
+                priority=c.priority,
+                sla_minutes=c.sla_minutes,
+                verify=c.verify,
+            )
             for k, c in s.categories.items()
         ],
     )

@@ -73,8 +73,10 @@ async def ticket_events(
     "/stream",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {}},
-              "description": "events: hello, ticket (a gw.ticket push as JSON), logout"},
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "events: hello, ticket (a gw.ticket push as JSON), logout",
+        },
         401: {"model": ErrorPublic, "description": "not logged in"},
         403: {"model": ErrorPublic, "description": "only workers have a live stream"},
     },

@@ -43,9 +43,15 @@ from dispatcher.store.schema import audit, events, evidence, incidents, tickets,
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 
-AUTH: Responses = {401: {"model": ErrorPublic, "description": "not logged in, or the token expired"}}
-NOT_FOUND: Responses = {404: {"model": ErrorPublic, "description": "no such ticket, or not yours to see"}}
-CONFLICT: Responses = {409: {"model": ErrorPublic, "description": "the lifecycle does not allow this now"}}
+AUTH: Responses = {
+    401: {"model": ErrorPublic, "description": "not logged in, or the token expired"}
+}
+NOT_FOUND: Responses = {
+    404: {"model": ErrorPublic, "description": "no such ticket, or not yours to see"}
+}
+CONFLICT: Responses = {
+    409: {"model": ErrorPublic, "description": "the lifecycle does not allow this now"}
+}
 FORBIDDEN: Responses = {403: {"model": ErrorPublic, "description": "your role may not do this"}}
 EXPORT_LIMIT = 50_000
 SORTS = {
@@ -78,8 +84,11 @@ class TicketFilters:
         opened_to: Annotated[FilterTime | None, Query(description="opened before")] = None,
         q: Annotated[
             str | None,
-            Query(min_length=1, max_length=64, description="a ticket id, or part of a grid, "
-                                                          "category or worker id"),
+            Query(
+                min_length=1,
+                max_length=64,
+                description="a ticket id, or part of a grid, category or worker id",
+            ),
         ] = None,
     ) -> None:
         self.status, self.active, self.grid, self.street = status_, active, grid, street
@@ -116,10 +125,22 @@ class TicketFilters:
             if text.isdigit() and len(text) < 10:
                 where.append(tickets.c.id == int(text))
             else:
-                like = "%" + text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
-                where.append(or_(*(c.like(like, escape="\\") for c in (
-                    tickets.c.grid_id, tickets.c.category, tickets.c.worker_id,
-                    tickets.c.street_id))))
+                like = (
+                    "%" + text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+                )
+                where.append(
+                    or_(
+                        *(
+                            c.like(like, escape="\\")
+                            for c in (
+                                tickets.c.grid_id,
+                                tickets.c.category,
+                                tickets.c.worker_id,
+                                tickets.c.street_id,
+                            )
+                        )
+                    )
+                )
         return where
 
 
@@ -129,12 +150,18 @@ TicketId = Annotated[int, Path(ge=1, le=2**31 - 1, description="ticket id")]
 
 def _get_visible(d: Dispatcher, user: User, ticket_id: int) -> RowMapping:
     with d.engine.connect() as conn:
-        row = conn.execute(
-            select(tickets).where(tickets.c.id == ticket_id, user.tickets_visible())
-        ).mappings().first()
+        row = (
+            conn.execute(select(tickets).where(tickets.c.id == ticket_id, user.tickets_visible()))
+            .mappings()
+            .first()
+        )
     if row is None:
-        log.warning("denied: %s asked for ticket %s (missing or not theirs)", user.actor,
-                    ticket_id, extra={"ticket_id": ticket_id})
+        log.warning(
+            "denied: %s asked for ticket %s (missing or not theirs)",
+            user.actor,
+            ticket_id,
+            extra={"ticket_id": ticket_id},
+        )
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"ticket {ticket_id} not found")
     return row
 
@@ -152,18 +179,39 @@ def list_tickets(
     where = filters.where(user, d.clock.now())
     with d.engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(tickets).where(*where)).scalar_one()
-        rows = conn.execute(
-            select(tickets).where(*where).order_by(*SORTS[sort]).limit(limit).offset(offset)
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                select(tickets).where(*where).order_by(*SORTS[sort]).limit(limit).offset(offset)
+            )
+            .mappings()
+            .all()
+        )
     return TicketPage(
         items=[TicketPublic.from_row(r) for r in rows], total=total, limit=limit, offset=offset
     )
 
 
 CSV_COLUMNS = (
-    "id", "category", "priority", "status", "street_id", "grid_id", "worker_id", "source",
-    "lat", "lon", "opened_at", "deadline", "assigned_at", "accepted_at", "arrived_at",
-    "resolved_at", "closed_at", "close_reason", "reopen_count", "escalated",
+    "id",
+    "category",
+    "priority",
+    "status",
+    "street_id",
+    "grid_id",
+    "worker_id",
+    "source",
+    "lat",
+    "lon",
+    "opened_at",
+    "deadline",
+    "assigned_at",
+    "accepted_at",
+    "arrived_at",
+    "resolved_at",
+    "closed_at",
+    "close_reason",
+    "reopen_count",
+    "escalated",
 )
 
 
@@ -179,16 +227,19 @@ def _csv_cell(value: Any) -> Any:
 @router.get(
     "/export",
     response_class=StreamingResponse,
-    responses=AUTH | FORBIDDEN | {200: {"content": {"text/csv": {}},
-                                        "description": "CSV, UTF-8 with BOM (opens in Excel)"}},
+    responses=AUTH
+    | FORBIDDEN
+    | {200: {"content": {"text/csv": {}}, "description": "CSV, UTF-8 with BOM (opens in Excel)"}},
 )
 def export_tickets(d: DispatcherDep, user: SupervisorUser, filters: Filters) -> StreamingResponse:
     """The filtered tickets as CSV (at most 50,000 rows), for supervisors and the admin."""
     where = filters.where(user, d.clock.now())
     with d.engine.connect() as conn:
         rows = conn.execute(
-            select(*(tickets.c[c] for c in CSV_COLUMNS)).where(*where)
-            .order_by(tickets.c.id).limit(EXPORT_LIMIT)
+            select(*(tickets.c[c] for c in CSV_COLUMNS))
+            .where(*where)
+            .order_by(tickets.c.id)
+            .limit(EXPORT_LIMIT)
         ).all()
 
     def lines() -> Iterator[str]:
@@ -207,7 +258,8 @@ def export_tickets(d: DispatcherDep, user: SupervisorUser, filters: Filters) -> 
     log.info("%s exported %d tickets", user.actor, len(rows))
     stamp = d.site.local_time(d.clock.now()).strftime("%Y%m%d-%H%M")
     return StreamingResponse(
-        lines(), media_type="text/csv; charset=utf-8",
+        lines(),
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="tickets-{stamp}.csv"'},
     )
 
@@ -217,24 +269,37 @@ def get_ticket(ticket_id: TicketId, d: DispatcherDep, user: CurrentUser) -> Tick
     """One ticket with its evidence images, camera verifications and audit trail."""
     row = _get_visible(d, user, ticket_id)
     with d.engine.connect() as conn:
-        incident = conn.execute(
-            select(incidents).where(incidents.c.id == row["incident_id"])
-        ).mappings().one()
+        incident = (
+            conn.execute(select(incidents).where(incidents.c.id == row["incident_id"]))
+            .mappings()
+            .one()
+        )
         from_events = select(events.c.evidence_id).where(
             events.c.incident_id == row["incident_id"], events.c.evidence_id.is_not(None)
         )
-        images = conn.execute(
-            select(evidence).where(
-                or_(evidence.c.ticket_id == ticket_id, evidence.c.id.in_(from_events))
-            ).order_by(evidence.c.id)
-        ).mappings().all()
-        checks = conn.execute(
-            select(verifications).where(verifications.c.ticket_id == ticket_id)
-            .order_by(verifications.c.asked_at)
-        ).mappings().all()
-        trail = conn.execute(
-            select(audit).where(audit.c.ticket_id == ticket_id).order_by(audit.c.id)
-        ).mappings().all()
+        images = (
+            conn.execute(
+                select(evidence)
+                .where(or_(evidence.c.ticket_id == ticket_id, evidence.c.id.in_(from_events)))
+                .order_by(evidence.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        checks = (
+            conn.execute(
+                select(verifications)
+                .where(verifications.c.ticket_id == ticket_id)
+                .order_by(verifications.c.asked_at)
+            )
+            .mappings()
+            .all()
+        )
+        trail = (
+            conn.execute(select(audit).where(audit.c.ticket_id == ticket_id).order_by(audit.c.id))
+            .mappings()
+            .all()
+        )
     base = TicketPublic.from_row(row).model_dump()
     return TicketDetail(
         **base,
@@ -242,37 +307,62 @@ def get_ticket(ticket_id: TicketId, d: DispatcherDep, user: CurrentUser) -> Tick
         incident_events=incident["events"],
         camera_ids=list(incident["camera_ids"] or []),
         evidence=[
-            EvidencePublic(id=e["id"], kind=e["kind"], created_at=e["created_at"],
-                           bytes=e["bytes"], url=f"/evidence/{e['id']}")
+            EvidencePublic(
+                id=e["id"],
+                kind=e["kind"],
+                created_at=e["created_at"],
+                bytes=e["bytes"],
+                url=f"/evidence/{e['id']}",
+            )
             for e in images
         ],
         verifications=[
-            VerificationPublic(camera_id=v["camera_id"], asked_at=v["asked_at"],
-                               answered_at=v["answered_at"], outcome=v["outcome"],
-                               evidence_id=v["evidence_id"])
+            VerificationPublic(
+                camera_id=v["camera_id"],
+                asked_at=v["asked_at"],
+                answered_at=v["answered_at"],
+                outcome=v["outcome"],
+                evidence_id=v["evidence_id"],
+            )
             for v in checks
         ],
         audit=[
-            AuditEntryPublic(at=a["at"], actor=a["actor"], transition=a["transition"],
-                             from_status=a["from_status"], to_status=a["to_status"],
-                             worker_id=a["worker_id"], reason=a["reason"])
+            AuditEntryPublic(
+                at=a["at"],
+                actor=a["actor"],
+                transition=a["transition"],
+                from_status=a["from_status"],
+                to_status=a["to_status"],
+                worker_id=a["worker_id"],
+                reason=a["reason"],
+            )
             for a in trail
         ],
     )
 
 
 VERBS = {
-    Transition.ACCEPTED: "accept", Transition.ARRIVED: "report arrival at",
-    Transition.DECLINED: "decline", Transition.RESOLVED: "resolve", Transition.REJECTED: "reject",
-    Transition.REASSIGNED: "reassign", Transition.ASSIGNED: "assign",
-    Transition.VERIFIED: "close", Transition.REOPENED: "reopen",
+    Transition.ACCEPTED: "accept",
+    Transition.ARRIVED: "report arrival at",
+    Transition.DECLINED: "decline",
+    Transition.RESOLVED: "resolve",
+    Transition.REJECTED: "reject",
+    Transition.REASSIGNED: "reassign",
+    Transition.ASSIGNED: "assign",
+    Transition.VERIFIED: "close",
+    Transition.REOPENED: "reopen",
 }
 
 
 def _refuse_role(user: User, allowed: tuple[str, ...], what: str, ticket_id: int) -> None:
     if user.role not in allowed:
-        log.warning("denied: %s tried to %s ticket %s", user.actor, what, ticket_id,
-                    extra={"ticket_id": ticket_id})
+        log.warning(
+            "denied: %s tried to %s ticket %s",
+            user.actor,
+            what,
+            ticket_id,
+            extra={"ticket_id": ticket_id},
+        )
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"your role may not {what} tickets")
 
 
@@ -298,10 +388,18 @@ def _worker_step(
     _refuse_role(user, ("worker",), VERBS[transition], ticket_id)
     _get_visible(d, user, ticket_id)
     if transition is Transition.DECLINED:
-        return _lifecycle_errors(ticket_id, d.decline, ticket_id, worker_id=user.username,
-                                 reason=reason or "")
-    return _lifecycle_errors(ticket_id, d.act, ticket_id, transition, worker_id=user.username,
-                             actor=user.actor, reason=reason)
+        return _lifecycle_errors(
+            ticket_id, d.decline, ticket_id, worker_id=user.username, reason=reason or ""
+        )
+    return _lifecycle_errors(
+        ticket_id,
+        d.act,
+        ticket_id,
+        transition,
+        worker_id=user.username,
+        actor=user.actor,
+        reason=reason,
+    )
 
 
 WORKER_STEP: Responses = AUTH | FORBIDDEN | NOT_FOUND | CONFLICT
@@ -330,7 +428,8 @@ def decline(
 @router.post(
     "/{ticket_id}/resolve",
     response_model=TicketPublic,
-    responses=WORKER_STEP | {
+    responses=WORKER_STEP
+    | {
         413: {"model": ErrorPublic, "description": "photo too large"},
     },
 )
@@ -347,13 +446,13 @@ async def resolve(
         data = await photo.read(MAX_IMAGE_BYTES + 1)
         if len(data) > MAX_IMAGE_BYTES:
             log.warning("refused: %s sent a photo over %s bytes", user.actor, MAX_IMAGE_BYTES)
-            raise HTTPException(413,
-                                f"photo larger than {MAX_IMAGE_BYTES} bytes")
+            raise HTTPException(413, f"photo larger than {MAX_IMAGE_BYTES} bytes")
     _refuse_role(user, ("worker",), "resolve", ticket_id)
     _get_visible(d, user, ticket_id)
     try:
-        return _lifecycle_errors(ticket_id, d.resolve, ticket_id, worker_id=user.username,
-                                 photo=data or None, note=note)
+        return _lifecycle_errors(
+            ticket_id, d.resolve, ticket_id, worker_id=user.username, photo=data or None, note=note
+        )
     except BadImage as exc:
         raise invalid(("body", "photo"), str(exc)) from exc
 
@@ -366,8 +465,9 @@ def reject(
     The ticket closes as rejected; its snapshots are kept as hard negatives for retraining."""
     _get_visible(d, user, ticket_id)
     worker = user.username if user.role == "worker" else None
-    return _lifecycle_errors(ticket_id, d.reject, ticket_id, actor=user.actor, worker_id=worker,
-                             reason=body.reason)
+    return _lifecycle_errors(
+        ticket_id, d.reject, ticket_id, actor=user.actor, worker_id=worker, reason=body.reason
+    )
 
 
 @router.post(
@@ -384,11 +484,22 @@ def reassign(
     if body.worker_id is not None:
         worker = next((w for w in d.site.workers if w.id == body.worker_id), None)
         if worker is None or not user.oversees_grid(worker.grid):
-            log.warning("denied: %s tried to give ticket %s to %s", user.actor, ticket_id,
-                        body.worker_id, extra={"ticket_id": ticket_id})
+            log.warning(
+                "denied: %s tried to give ticket %s to %s",
+                user.actor,
+                ticket_id,
+                body.worker_id,
+                extra={"ticket_id": ticket_id},
+            )
             raise invalid(("body", "worker_id"), f"no worker {body.worker_id!r} in your streets")
-    return _lifecycle_errors(ticket_id, d.reassign, ticket_id, actor=user.actor,
-                             to_worker=body.worker_id, reason=body.reason)
+    return _lifecycle_errors(
+        ticket_id,
+        d.reassign,
+        ticket_id,
+        actor=user.actor,
+        to_worker=body.worker_id,
+        reason=body.reason,
+    )
 
 
 @router.post(
@@ -403,5 +514,12 @@ def review(
     reopen it for its worker."""
     _get_visible(d, user, ticket_id)
     transition = Transition.VERIFIED if body.decision == "close" else Transition.REOPENED
-    return _lifecycle_errors(ticket_id, d.act, ticket_id, transition, worker_id=None,
-                             actor=user.actor, reason=body.reason)
+    return _lifecycle_errors(
+        ticket_id,
+        d.act,
+        ticket_id,
+        transition,
+        worker_id=None,
+        actor=user.actor,
+        reason=body.reason,
+    )

@@ -43,22 +43,35 @@ def _rows(d: Dispatcher, workers: list[Worker]) -> list[WorkerPublic]:
     midnight = datetime.combine(local.date(), time(0), tzinfo=local.tzinfo)
     ids = [w.id for w in workers]
     with d.engine.connect() as conn:
-        open_: dict[str, int] = dict(conn.execute(
-            select(tickets.c.worker_id, func.count())
-            .where(tickets.c.worker_id.in_(ids),
-                   tickets.c.status.in_([s.value for s in ACTIVE if s is not Status.OPEN]))
-            .group_by(tickets.c.worker_id)
-        ).all())
-        closed: dict[str, int] = dict(conn.execute(
-            select(tickets.c.worker_id, func.count())
-            .where(tickets.c.worker_id.in_(ids), tickets.c.status == Status.CLOSED.value,
-                   tickets.c.closed_at >= midnight)
-            .group_by(tickets.c.worker_id)
-        ).all())
-        where = {r.username: r for r in conn.execute(
-            select(users.c.username, users.c.lat, users.c.lon, users.c.position_at)
-            .where(users.c.username.in_(ids))
-        ).all()}
+        open_: dict[str, int] = dict(
+            conn.execute(
+                select(tickets.c.worker_id, func.count())
+                .where(
+                    tickets.c.worker_id.in_(ids),
+                    tickets.c.status.in_([s.value for s in ACTIVE if s is not Status.OPEN]),
+                )
+                .group_by(tickets.c.worker_id)
+            ).all()
+        )
+        closed: dict[str, int] = dict(
+            conn.execute(
+                select(tickets.c.worker_id, func.count())
+                .where(
+                    tickets.c.worker_id.in_(ids),
+                    tickets.c.status == Status.CLOSED.value,
+                    tickets.c.closed_at >= midnight,
+                )
+                .group_by(tickets.c.worker_id)
+            ).all()
+        )
+        where = {
+            r.username: r
+            for r in conn.execute(
+                select(users.c.username, users.c.lat, users.c.lon, users.c.position_at).where(
+                    users.c.username.in_(ids)
+                )
+            ).all()
+        }
     medians: dict[str, float | None] = {}
     try:
         for k in metrics.kpis(d.influx, metrics.Period.last(timedelta(days=30), now), "worker"):
@@ -68,13 +81,21 @@ def _rows(d: Dispatcher, workers: list[Worker]) -> list[WorkerPublic]:
     out = []
     for w in workers:
         pos = where.get(w.id)
-        out.append(WorkerPublic(
-            id=w.id, name=w.name, grid_id=w.grid, phone=w.phone, on_duty=on_duty(w, now, d.site),
-            open_tickets=int(open_.get(w.id, 0)), closed_today=int(closed.get(w.id, 0)),
-            median_close_s=medians.get(w.id),
-            lat=pos.lat if pos else None, lon=pos.lon if pos else None,
-            position_at=pos.position_at if pos else None,
-        ))
+        out.append(
+            WorkerPublic(
+                id=w.id,
+                name=w.name,
+                grid_id=w.grid,
+                phone=w.phone,
+                on_duty=on_duty(w, now, d.site),
+                open_tickets=int(open_.get(w.id, 0)),
+                closed_today=int(closed.get(w.id, 0)),
+                median_close_s=medians.get(w.id),
+                lat=pos.lat if pos else None,
+                lon=pos.lon if pos else None,
+                position_at=pos.position_at if pos else None,
+            )
+        )
     return out
 
 
@@ -90,16 +111,21 @@ def list_workers(
     """The workers of your streets with their load and pace."""
     now = d.clock.now()
     chosen = [
-        w for w in d.site.workers
-        if user.oversees_grid(w.grid) and (grid is None or w.grid == grid)
+        w
+        for w in d.site.workers
+        if user.oversees_grid(w.grid)
+        and (grid is None or w.grid == grid)
         and (on_duty_ is None or on_duty(w, now, d.site) == on_duty_)
     ]
-    page = chosen[offset:offset + limit]
+    page = chosen[offset : offset + limit]
     return WorkerPage(items=_rows(d, page), total=len(chosen), limit=limit, offset=offset)
 
 
-@router.get("/{worker_id}", response_model=WorkerPublic,
-            responses=AUTH | {404: {"model": ErrorPublic, "description": "no such worker"}})
+@router.get(
+    "/{worker_id}",
+    response_model=WorkerPublic,
+    responses=AUTH | {404: {"model": ErrorPublic, "description": "no such worker"}},
+)
 def get_worker(
     worker_id: Annotated[str, Path(max_length=64)], d: DispatcherDep, user: CurrentUser
 ) -> WorkerPublic:

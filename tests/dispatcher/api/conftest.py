@@ -82,19 +82,33 @@ class Env:
         """A new assigned ticket in ``grid`` (each at its own spot, so none merge), with a
         camera snapshot as evidence; returns the ticket row."""
         self.made += 1
-        lat, lon = offset(*CELL_CENTRES[grid], north_m=40 * (self.made % 9) - 160,
-                          east_m=40 * (self.made // 9 % 9) - 160)
+        lat, lon = offset(
+            *CELL_CENTRES[grid],
+            north_m=40 * (self.made % 9) - 160,
+            east_m=40 * (self.made // 9 % 9) - 160,
+        )
         d, at = self.dispatcher, self.clock.now()
-        stored = d.evidence.save(jpeg(colour=(self.made % 255, 80, 80)), "snapshot", at) \
-            if snapshot else None
+        stored = (
+            d.evidence.save(jpeg(colour=(self.made % 255, 80, 80)), "snapshot", at)
+            if snapshot
+            else None
+        )
         with d.engine.begin() as conn:
-            tid = new_ticket(conn, self.site, kind=kind, lat=lat, lon=lon, at=at,
-                             camera_ids=("cam-01",))
+            tid = new_ticket(
+                conn, self.site, kind=kind, lat=lat, lon=lon, at=at, camera_ids=("cam-01",)
+            )
             row = ticket_ops.assign(conn, self.site, tid, at=at, actor="system")
             if stored is not None:
-                conn.execute(insert(evidence).values(
-                    kind="snapshot", path=stored.path, sha256=stored.sha256, bytes=stored.size,
-                    ticket_id=tid, created_at=at))
+                conn.execute(
+                    insert(evidence).values(
+                        kind="snapshot",
+                        path=stored.path,
+                        sha256=stored.sha256,
+                        bytes=stored.size,
+                        ticket_id=tid,
+                        created_at=at,
+                    )
+                )
         d.committed()
         return dict(row)
 
@@ -102,9 +116,11 @@ class Env:
         from sqlalchemy import select
 
         with self.dispatcher.engine.connect() as conn:
-            return list(conn.execute(
-                select(evidence.c.id).where(evidence.c.ticket_id == ticket_id)
-            ).scalars())
+            return list(
+                conn.execute(
+                    select(evidence.c.id).where(evidence.c.ticket_id == ticket_id)
+                ).scalars()
+            )
 
 
 @pytest.fixture(scope="module")

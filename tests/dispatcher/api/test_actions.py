@@ -24,14 +24,22 @@ def test_worker_accepts_arrives_and_resolves_with_a_photo(env: Env) -> None:
     assert again.status_code == 409
     assert again.json()["detail"] == f"cannot accept ticket {t['id']}: it is accepted"
     assert w01.post(f"/tickets/{t['id']}/arrived").json()["arrived_at"] is not None
-    r = w01.post(f"/tickets/{t['id']}/resolve", data={"note": "已清理"},
-                 files={"photo": ("after.jpg", jpeg(800, 600), "image/jpeg")})
+    r = w01.post(
+        f"/tickets/{t['id']}/resolve",
+        data={"note": "已清理"},
+        files={"photo": ("after.jpg", jpeg(800, 600), "image/jpeg")},
+    )
     assert r.status_code == 200 and r.json()["status"] in ("resolved", "closed")
     detail = w01.get(f"/tickets/{t['id']}").json()
     kinds = [e["kind"] for e in detail["evidence"]]
     assert kinds == ["snapshot", "after_photo"]
     assert [a["transition"] for a in detail["audit"]][:5] == [
-        "opened", "assigned", "accepted", "arrived", "resolved"]
+        "opened",
+        "assigned",
+        "accepted",
+        "arrived",
+        "resolved",
+    ]
     assert detail["audit"][4]["reason"] == "已清理"
     photo = w01.get(detail["evidence"][1]["url"])
     assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
@@ -58,8 +66,9 @@ def test_false_alarm_is_rejected_and_kept_as_a_hard_negative(env: Env) -> None:
     assert r.status_code == 200
     body = r.json()
     assert (body["status"], body["close_reason"]) == ("rejected", "false_alarm")
-    kept = list(Path(env.dispatcher.settings.state_dir, "hard_negatives").rglob(
-        f"ticket{t['id']}-*"))
+    kept = list(
+        Path(env.dispatcher.settings.state_dir, "hard_negatives").rglob(f"ticket{t['id']}-*")
+    )
     assert any(p.suffix == ".jpg" for p in kept), kept
     assert w04.post(f"/tickets/{t['id']}/reject", json={"reason": "again"}).status_code == 409
 
@@ -72,13 +81,18 @@ def test_supervisor_reassigns_reviews_and_rejects(env: Env) -> None:
     assert env.client("w03").get(f"/tickets/{t['id']}").status_code == 404
     w04 = env.client("w04")
     w04.post(f"/tickets/{t['id']}/accept").raise_for_status()
-    w04.post(f"/tickets/{t['id']}/resolve",
-             files={"photo": ("a.jpg", jpeg(), "image/jpeg")}).raise_for_status()
+    w04.post(
+        f"/tickets/{t['id']}/resolve", files={"photo": ("a.jpg", jpeg(), "image/jpeg")}
+    ).raise_for_status()
     status = sup.get(f"/tickets/{t['id']}").json()["status"]
     if status == "resolved":
-        r = sup.post(f"/tickets/{t['id']}/review", json={"decision": "close", "reason": "现场已核实"})
+        r = sup.post(
+            f"/tickets/{t['id']}/review", json={"decision": "close", "reason": "现场已核实"}
+        )
         assert r.status_code == 200 and r.json()["status"] == "closed"
-    r = sup.post(f"/tickets/{t['id']}/review", json={"decision": "reopen", "reason": "市民再次投诉"})
+    r = sup.post(
+        f"/tickets/{t['id']}/review", json={"decision": "reopen", "reason": "市民再次投诉"}
+    )
     assert r.status_code == 200 and r.json()["status"] == "assigned"
     assert r.json()["reopen_count"] == 1
     r = sup.post(f"/tickets/{t['id']}/reassign", json={"reason": "让系统重新选人"})
@@ -93,14 +107,23 @@ def test_filters_pagination_and_csv_export(env: Env) -> None:
     sup = env.client("sup-s1")
     page = sup.get("/tickets", params={"category": "manhole_broken", "limit": 2}).json()
     assert page["total"] >= 3 and len(page["items"]) == 2 and page["limit"] == 2
-    rest = sup.get("/tickets", params={"category": "manhole_broken", "limit": 2,
-                                       "offset": 2}).json()
+    rest = sup.get(
+        "/tickets", params={"category": "manhole_broken", "limit": 2, "offset": 2}
+    ).json()
     seen = {t["id"] for t in page["items"] + rest["items"]}
     assert {t["id"] for t in made} <= seen
-    by_status = sup.get("/tickets", params=[("status", "assigned"), ("status", "accepted"),
-                                            ("grid", "g1"), ("source", "camera")]).json()
-    assert all(t["status"] in ("assigned", "accepted") and t["grid_id"] == "g1"
-               for t in by_status["items"])
+    by_status = sup.get(
+        "/tickets",
+        params=[
+            ("status", "assigned"),
+            ("status", "accepted"),
+            ("grid", "g1"),
+            ("source", "camera"),
+        ],
+    ).json()
+    assert all(
+        t["status"] in ("assigned", "accepted") and t["grid_id"] == "g1" for t in by_status["items"]
+    )
     assert sup.get("/tickets", params={"overdue": True}).json()["total"] == 0
     assert sup.get("/tickets", params={"q": "manhole"}).json()["total"] >= 3
     assert sup.get("/tickets", params={"q": "%_"}).json()["total"] == 0
@@ -116,8 +139,9 @@ def test_filters_pagination_and_csv_export(env: Env) -> None:
 
 def test_csv_export_neutralises_formulas(env: Env) -> None:
     t = env.ticket("g2")
-    env.client("sup-s1").post(f"/tickets/{t['id']}/reject",
-                              json={"reason": "=HYPERLINK(\"http://x\")"}).raise_for_status()
+    env.client("sup-s1").post(
+        f"/tickets/{t['id']}/reject", json={"reason": '=HYPERLINK("http://x")'}
+    ).raise_for_status()
     from dispatcher.api.routes.tickets import _csv_cell
 
     assert _csv_cell("=1+1") == "'=1+1" and _csv_cell("ok") == "ok" and _csv_cell(3) == 3
@@ -148,8 +172,12 @@ def test_live_stream_delivers_a_push_to_its_worker_only(env: Env) -> None:
     def listen(user: str, quiet_s: float) -> None:
         token = env.client(user).headers["Authorization"]
         try:
-            with httpx.stream("GET", env.url + "/stream", headers={"Authorization": token},
-                              timeout=httpx.Timeout(10, read=quiet_s)) as r:
+            with httpx.stream(
+                "GET",
+                env.url + "/stream",
+                headers={"Authorization": token},
+                timeout=httpx.Timeout(10, read=quiet_s),
+            ) as r:
                 assert r.headers["content-type"].startswith("text/event-stream")
                 event = ""
                 for line in r.iter_lines():
@@ -163,16 +191,21 @@ def test_live_stream_delivers_a_push_to_its_worker_only(env: Env) -> None:
         except httpx.ReadTimeout:
             return
 
-    threads = [threading.Thread(target=listen, args=("w01", 10), daemon=True),
-               threading.Thread(target=listen, args=("w02", 4), daemon=True)]
+    threads = [
+        threading.Thread(target=listen, args=("w01", 10), daemon=True),
+        threading.Thread(target=listen, args=("w02", 4), daemon=True),
+    ]
     for th in threads:
         th.start()
     assert ready["w01"].wait(10) and ready["w02"].wait(10)
     t = env.ticket("g1")
     wait_until(lambda: got["w01"], timeout_s=10)
     push = got["w01"][0]
-    assert (push["ticket_id"], push["action"], push["worker_id"]) == (str(t["id"]), "assigned",
-                                                                      "w01")
+    assert (push["ticket_id"], push["action"], push["worker_id"]) == (
+        str(t["id"]),
+        "assigned",
+        "w01",
+    )
     for th in threads:
         th.join(10)
     assert got["w02"] == []

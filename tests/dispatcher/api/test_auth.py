@@ -12,16 +12,23 @@ from tests.dispatcher.api.conftest import Env
 
 
 def test_login_returns_a_signed_expiring_token(env: Env) -> None:
-    r = env.anonymous().post("/auth/login", json={"username": "w01",
-                                                 "password": env.password("w01")})
+    r = env.anonymous().post(
+        "/auth/login", json={"username": "w01", "password": env.password("w01")}
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["role"] == "worker" and body["display_name"] == "张伟"
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["sub"] == "w01" and claims["exp"] > claims["iat"]
     me = env.client("w01").get("/auth/me").json()
-    assert me == {"username": "w01", "role": "worker", "display_name": "张伟", "grid_id": "g1",
-                  "streets": [], "grids": []}
+    assert me == {
+        "username": "w01",
+        "role": "worker",
+        "display_name": "张伟",
+        "grid_id": "g1",
+        "streets": [],
+        "grids": [],
+    }
     assert env.client("sup-s1").get("/auth/me").json()["grids"] == ["g1", "g2"]
 
 
@@ -50,8 +57,11 @@ def test_device_credentials_are_refused(
         assert dev is not None
         password = dev.password.get_secret_value()
     with caplog.at_level(logging.WARNING):
-        r = env.anonymous().post("/auth/login", json={"username": device, "password": password},
-                                 headers={"X-Forwarded-For": "10.9.9.9"})
+        r = env.anonymous().post(
+            "/auth/login",
+            json={"username": device, "password": password},
+            headers={"X-Forwarded-For": "10.9.9.9"},
+        )
     assert r.status_code == 401
     assert f"denied: device account {device!r}" in caplog.text
     r = env.anonymous().get("/tickets", headers={"Authorization": f"Basic {device}:{password}"})
@@ -75,10 +85,14 @@ def test_token_expires(env: Env) -> None:
 
 def test_forged_tampered_and_url_tokens_are_refused(env: Env) -> None:
     good = env.client("w04").headers["Authorization"].removeprefix("Bearer ")
-    forged = jwt.encode({"sub": "admin", "role": "admin", "ver": 0, "exp": 4102444800},
-                        "not-the-secret-but-long-enough-for-hs256", algorithm="HS256")
-    unsigned = jwt.encode({"sub": "admin", "role": "admin", "ver": 0, "exp": 4102444800},
-                          None, algorithm="none")
+    forged = jwt.encode(
+        {"sub": "admin", "role": "admin", "ver": 0, "exp": 4102444800},
+        "not-the-secret-but-long-enough-for-hs256",
+        algorithm="HS256",
+    )
+    unsigned = jwt.encode(
+        {"sub": "admin", "role": "admin", "ver": 0, "exp": 4102444800}, None, algorithm="none"
+    )
     head, payload, sig = good.split(".")
     tampered = f"{head}.{payload[:-2]}AA.{sig}"
     anon = env.anonymous()
@@ -104,15 +118,18 @@ def test_password_change(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     client = env.client(user)
     other_session = env.client(user)
     with caplog.at_level(logging.WARNING):
-        r = client.post("/auth/password", json={"current_password": "wrong-one",
-                                                "new_password": "a-much-better-one"})
+        r = client.post(
+            "/auth/password",
+            json={"current_password": "wrong-one", "new_password": "a-much-better-one"},
+        )
     assert r.status_code == 403 and "denied: supervisor:sup-s2 gave a wrong current" in caplog.text
     r = client.post("/auth/password", json={"current_password": old, "new_password": "short"})
     assert r.status_code == 422 and "new_password" in r.text
     r = client.post("/auth/password", json={"current_password": old, "new_password": "SUP-S2"})
     assert r.status_code == 422
-    r = client.post("/auth/password", json={"current_password": old,
-                                            "new_password": "a-much-better-one"})
+    r = client.post(
+        "/auth/password", json={"current_password": old, "new_password": "a-much-better-one"}
+    )
     assert r.status_code == 200
     fresh = r.json()["access_token"]
     assert other_session.get("/tickets").status_code == 401
@@ -121,9 +138,11 @@ def test_password_change(env: Env, caplog: pytest.LogCaptureFixture) -> None:
     assert anon.post("/auth/login", json={"username": user, "password": old}).status_code == 401
     back = anon.post("/auth/login", json={"username": user, "password": "a-much-better-one"})
     assert back.status_code == 200
-    r = anon.post("/auth/password", json={"current_password": "a-much-better-one",
-                                          "new_password": old},
-                  headers={"Authorization": f"Bearer {back.json()['access_token']}"})
+    r = anon.post(
+        "/auth/password",
+        json={"current_password": "a-much-better-one", "new_password": old},
+        headers={"Authorization": f"Bearer {back.json()['access_token']}"},
+    )
     assert r.status_code == 200
 
 
@@ -140,8 +159,12 @@ def test_login_is_rate_limited_per_user_and_address(
     assert 1 <= int(locked.headers["Retry-After"]) <= 300
     assert "denied: login for 'w06'" in caplog.text and "is locked" in caplog.text
     # another account from the same address is not locked by w06's failures
-    assert anon.post("/auth/login", json={"username": "w04",
-                                          "password": env.password("w04")}).status_code == 200
+    assert (
+        anon.post(
+            "/auth/login", json={"username": "w04", "password": env.password("w04")}
+        ).status_code
+        == 200
+    )
     env.clock.advance(seconds=301)
     try:
         ok = anon.post("/auth/login", json={"username": user, "password": env.password(user)})

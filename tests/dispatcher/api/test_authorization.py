@@ -16,7 +16,11 @@ def four(env: Env) -> dict[str, dict[str, Any]]:
     """One ticket per grid cell: g1→w01, g2→w02 (street s1), g3→w03, g4→w04 (street s2)."""
     made = {g: env.ticket(g) for g in ("g1", "g2", "g3", "g4")}
     assert {g: t["worker_id"] for g, t in made.items()} == {
-        "g1": "w01", "g2": "w02", "g3": "w03", "g4": "w04"}
+        "g1": "w01",
+        "g2": "w02",
+        "g3": "w03",
+        "g4": "w04",
+    }
     return made
 
 
@@ -46,8 +50,9 @@ def test_worker_cannot_read_or_act_on_another_workers_ticket(
             "arrived": w01.post(f"/tickets/{other}/arrived").status_code,
             "decline": w01.post(f"/tickets/{other}/decline", json={"reason": "x"}).status_code,
             "reject": w01.post(f"/tickets/{other}/reject", json={"reason": "x"}).status_code,
-            "resolve": w01.post(f"/tickets/{other}/resolve",
-                                files={"photo": ("a.jpg", jpeg(), "image/jpeg")}).status_code,
+            "resolve": w01.post(
+                f"/tickets/{other}/resolve", files={"photo": ("a.jpg", jpeg(), "image/jpeg")}
+            ).status_code,
         }
     assert answers == dict.fromkeys(answers, 404)
     assert caplog.text.count(f"denied: worker:w01 asked for ticket {other}") >= 6
@@ -69,8 +74,9 @@ def test_supervisor_sees_only_their_street(
         assert sup.get(f"/tickets/{y['id']}").status_code == 404
         assert sup.get(f"/evidence/{env.evidence_of(y['id'])[0]}").status_code == 404
         assert sup.get(f"/incidents/{y['incident_id']}").status_code == 404
-        assert sup.post(f"/tickets/{y['id']}/reassign",
-                        json={"reason": "mine now"}).status_code == 404
+        assert (
+            sup.post(f"/tickets/{y['id']}/reassign", json={"reason": "mine now"}).status_code == 404
+        )
         assert sup.post(f"/tickets/{y['id']}/reject", json={"reason": "x"}).status_code == 404
         assert sup.get("/workers/w03").status_code == 404
         assert sup.get("/devices/edge-04").status_code == 404
@@ -81,13 +87,20 @@ def test_supervisor_sees_only_their_street(
     assert {g["id"] for g in sup.get("/grids").json()} == {"g1", "g2"}
     assert {w["id"] for w in sup.get("/workers").json()["items"]} == {"w01", "w02", "w05"}
     assert {d["id"] for d in sup.get("/devices").json()["items"]} == {
-        "edge-01", "edge-02", "node-01", "node-02"}
+        "edge-01",
+        "edge-02",
+        "node-01",
+        "node-02",
+    }
     export = sup.get("/tickets/export").text
     assert f"\n{four['g1']['id']}," in export and f"\n{y['id']}," not in export
     # a supervisor cannot hand a ticket to a worker of another street
-    r = sup.post(f"/tickets/{four['g1']['id']}/reassign",
-                 json={"worker_id": "w03", "reason": "help"})
-    assert r.status_code == 422 and r.json()["detail"][0]["msg"] == "no worker 'w03' in your streets"
+    r = sup.post(
+        f"/tickets/{four['g1']['id']}/reassign", json={"worker_id": "w03", "reason": "help"}
+    )
+    assert (
+        r.status_code == 422 and r.json()["detail"][0]["msg"] == "no worker 'w03' in your streets"
+    )
 
 
 def test_roles_keep_to_their_routes(
@@ -96,12 +109,22 @@ def test_roles_keep_to_their_routes(
     w01, sup = env.client("w01"), env.client("sup-s1")
     own = four["g1"]["id"]
     with caplog.at_level(logging.WARNING):
-        for path in ("/workers", "/devices", "/metrics/kpis", "/metrics/series",
-                     "/metrics/grids", "/tickets/export"):
+        for path in (
+            "/workers",
+            "/devices",
+            "/metrics/kpis",
+            "/metrics/series",
+            "/metrics/grids",
+            "/tickets/export",
+        ):
             assert w01.get(path).status_code == 403, path
         assert w01.post(f"/tickets/{own}/reassign", json={"reason": "x"}).status_code == 403
-        assert w01.post(f"/tickets/{own}/review",
-                        json={"decision": "close", "reason": "x"}).status_code == 403
+        assert (
+            w01.post(
+                f"/tickets/{own}/review", json={"decision": "close", "reason": "x"}
+            ).status_code
+            == 403
+        )
         assert sup.post(f"/tickets/{own}/accept").status_code == 403
         assert sup.post(f"/tickets/{own}/resolve").status_code == 403
         assert sup.get("/stream").status_code == 403
@@ -114,10 +137,17 @@ def test_roles_keep_to_their_routes(
 def test_anonymous_requests_are_refused(env: Env, four: dict[str, dict[str, Any]]) -> None:
     anon = env.anonymous()
     tid = four["g1"]["id"]
-    for method, path in (("GET", "/tickets"), ("GET", f"/tickets/{tid}"),
-                         ("POST", f"/tickets/{tid}/accept"), ("GET", "/workers"),
-                         ("GET", "/metrics/kpis"), ("GET", "/grids"), ("GET", "/site"),
-                         ("GET", "/stream"), ("GET", f"/evidence/{env.evidence_of(tid)[0]}")):
+    for method, path in (
+        ("GET", "/tickets"),
+        ("GET", f"/tickets/{tid}"),
+        ("POST", f"/tickets/{tid}/accept"),
+        ("GET", "/workers"),
+        ("GET", "/metrics/kpis"),
+        ("GET", "/grids"),
+        ("GET", "/site"),
+        ("GET", "/stream"),
+        ("GET", f"/evidence/{env.evidence_of(tid)[0]}"),
+    ):
         r = anon.request(method, path)
         assert r.status_code == 401, path
         assert r.headers["WWW-Authenticate"] == "Bearer"

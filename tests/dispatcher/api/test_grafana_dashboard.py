@@ -20,7 +20,9 @@ GRAFANA = Path(__file__).resolve().parents[3] / "docs" / "grafana"
 
 
 def dashboard() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((GRAFANA / "dashboards" / "gridwatch.json").read_text("utf-8"))
+    data: dict[str, Any] = json.loads(
+        (GRAFANA / "dashboards" / "gridwatch.json").read_text("utf-8")
+    )
     return data
 
 
@@ -57,18 +59,21 @@ def test_every_query_runs_and_agrees_with_the_dispatcher(env: Env) -> None:
     made = [env.ticket("g1"), env.ticket("g2"), env.ticket("g3", "manhole_broken")]
     w01 = env.client("w01")
     w01.post(f"/tickets/{made[0]['id']}/accept").raise_for_status()
-    w01.post(f"/tickets/{made[0]['id']}/resolve",
-             files={"photo": ("a.jpg", jpeg(), "image/jpeg")}).raise_for_status()
-    env.client("sup-s1").post(f"/tickets/{made[1]['id']}/reject",
-                              json={"reason": "shadow"}).raise_for_status()
+    w01.post(
+        f"/tickets/{made[0]['id']}/resolve", files={"photo": ("a.jpg", jpeg(), "image/jpeg")}
+    ).raise_for_status()
+    env.client("sup-s1").post(
+        f"/tickets/{made[1]['id']}/reject", json={"reason": "shadow"}
+    ).raise_for_status()
     d = env.dispatcher
     wait_until(lambda: d.metrics.pending() == 0, timeout_s=20)
     period = metrics.Period.last(timedelta(days=2), env.clock.now() + timedelta(minutes=1))
     influx = d.influx
     answers: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for panel in dashboard()["panels"]:
-        answers[panel["title"]] = {ref: influx.query(expand(q, period))
-                                   for ref, q in queries(panel).items()}
+        answers[panel["title"]] = {
+            ref: influx.query(expand(q, period)) for ref, q in queries(panel).items()
+        }
     for var in dashboard()["templating"]["list"]:
         if var["type"] == "query":
             values = {r["value"] for r in influx.query(expand(var["query"], period))}

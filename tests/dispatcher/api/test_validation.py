@@ -38,8 +38,9 @@ def mine(env: Env) -> dict[str, Any]:
         ("/grids/" + "g" * 65, {}, "grid_id"),
     ],
 )
-def test_bad_queries_name_the_field(env: Env, path: str, params: dict[str, Any],
-                                    field: str) -> None:
+def test_bad_queries_name_the_field(
+    env: Env, path: str, params: dict[str, Any], field: str
+) -> None:
     r = env.client("admin").get(path, params=params)
     assert r.status_code == 422, r.text
     assert field in {str(part) for e in r.json()["detail"] for part in e["loc"]}
@@ -55,8 +56,9 @@ def test_bad_queries_name_the_field(env: Env, path: str, params: dict[str, Any],
         ("/devices", {"kind": "toaster"}, "kind"),
     ],
 )
-def test_bad_supervisor_queries_name_the_field(env: Env, path: str, params: dict[str, Any],
-                                               field: str) -> None:
+def test_bad_supervisor_queries_name_the_field(
+    env: Env, path: str, params: dict[str, Any], field: str
+) -> None:
     r = env.client("sup-s1").get(path, params=params)
     assert r.status_code == 422, r.text
     assert field in {str(part) for e in r.json()["detail"] for part in e["loc"]}
@@ -70,10 +72,16 @@ def test_bad_bodies(env: Env, mine: dict[str, Any]) -> None:
         (f"/tickets/{tid}/decline", {"json": {"reason": ""}}, "reason"),
         (f"/tickets/{tid}/decline", {"json": {"reason": "x" * 501}}, "reason"),
         (f"/tickets/{tid}/decline", {"json": {"reason": "ok", "extra": 1}}, "extra"),
-        (f"/tickets/{tid}/reject", {"content": b"{not json",
-                                    "headers": {"Content-Type": "application/json"}}, "body"),
-        (f"/tickets/{tid}/resolve", {"files": {"photo": ("a.jpg", b"not an image",
-                                                         "image/jpeg")}}, "photo"),
+        (
+            f"/tickets/{tid}/reject",
+            {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
+            "body",
+        ),
+        (
+            f"/tickets/{tid}/resolve",
+            {"files": {"photo": ("a.jpg", b"not an image", "image/jpeg")}},
+            "photo",
+        ),
         (f"/tickets/{tid}/resolve", {"data": {"note": "n" * 501}}, "note"),
     ]
     for path, kwargs, field in cases:
@@ -84,34 +92,47 @@ def test_bad_bodies(env: Env, mine: dict[str, Any]) -> None:
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "lat"]
     r = env.anonymous().post("/auth/login", json={"username": "u" * 65, "password": "p"})
     assert r.status_code == 422
-    r = env.client("sup-s1").post(f"/tickets/{tid}/review", json={"decision": "maybe",
-                                                                   "reason": "x"})
+    r = env.client("sup-s1").post(
+        f"/tickets/{tid}/review", json={"decision": "maybe", "reason": "x"}
+    )
     assert r.status_code == 422
-    r = env.client("sup-s1").post(f"/tickets/{tid}/reassign", json={"worker_id": "W 1",
-                                                                     "reason": "x"})
+    r = env.client("sup-s1").post(
+        f"/tickets/{tid}/reassign", json={"worker_id": "W 1", "reason": "x"}
+    )
     assert r.status_code == 422
 
 
 def test_not_an_image_says_why(env: Env, mine: dict[str, Any]) -> None:
-    r = env.client("w01").post(f"/tickets/{mine['id']}/resolve",
-                               files={"photo": ("a.gif", b"GIF89a" + b"\0" * 40, "image/gif")})
+    r = env.client("w01").post(
+        f"/tickets/{mine['id']}/resolve",
+        files={"photo": ("a.gif", b"GIF89a" + b"\0" * 40, "image/gif")},
+    )
     assert r.status_code == 422
-    assert "not a readable image" in r.json()["detail"][0]["msg"] or \
-        "not one of JPEG, PNG, WEBP" in r.json()["detail"][0]["msg"]
+    assert (
+        "not a readable image" in r.json()["detail"][0]["msg"]
+        or "not one of JPEG, PNG, WEBP" in r.json()["detail"][0]["msg"]
+    )
 
 
 def test_oversized_photo_is_413(env: Env, mine: dict[str, Any]) -> None:
     big = b"\xff\xd8" + b"\0" * (MAX_IMAGE_BYTES + 10)
-    r = env.client("w01").post(f"/tickets/{mine['id']}/resolve",
-                               files={"photo": ("big.jpg", big, "image/jpeg")})
+    r = env.client("w01").post(
+        f"/tickets/{mine['id']}/resolve", files={"photo": ("big.jpg", big, "image/jpeg")}
+    )
     assert r.status_code == 413 and "photo larger than" in r.json()["detail"]
     assert env.client("w01").get(f"/tickets/{mine['id']}").json()["status"] == "assigned"
 
 
 def test_unknown_things_are_404_not_500(env: Env) -> None:
     admin = env.client("admin")
-    for path in ("/tickets/2147483647", "/incidents/2147483647", "/evidence/2147483647",
-                 "/workers/nobody", "/devices/nothing", "/grids/nowhere"):
+    for path in (
+        "/tickets/2147483647",
+        "/incidents/2147483647",
+        "/evidence/2147483647",
+        "/workers/nobody",
+        "/devices/nothing",
+        "/grids/nowhere",
+    ):
         assert admin.get(path).status_code == 404, path
     assert admin.post("/tickets/2147483647/reject", json={"reason": "x"}).status_code == 404
     assert admin.get("/metrics/kpis", params={"street": "s9"}).status_code == 404
