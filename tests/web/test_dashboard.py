@@ -82,6 +82,13 @@ def test_dashboard_answers_at_a_glance(new_context: ContextFactory, stack: Stack
     )
     assert dash.locator("#chart-grid .uplot").count() == 1
     assert dash.locator("#chart-cat .uplot").count() == 1
+    for period, buckets in (("week", 7), ("month", 30), ("day", 24)):
+        before = dash.eval_on_selector("body", "b => b.dataset.loaded")
+        dash.click(f".seg button[data-period={period}]")
+        dash.wait_for_function(f"() => document.body.dataset.loaded !== '{before}'")
+        series = sup.get("/metrics/series", params={"period": period}).json()
+        assert buckets <= len(series["times"]) <= buckets + 1, period
+        assert dash.locator("#chart-grid .uplot").count() == 1
 
     for g in sup.get("/grids").json():
         want = COLOURS.get(g["backlog"], "#ff8a80")

@@ -1,7 +1,7 @@
 // The grid worker's phone app: live ticket list, ticket detail with map and evidence, and the
 // actions (accept, decline, arrived, resolve with photo, false alarm) through a retrying queue.
 import {
-  t, loadLang, storedLang, otherLang, siteLabel, formatDuration, formatTime,
+  t, loadLang, storedLang, otherLang, siteLabel, formatDuration, formatTime, setTimeZone,
 } from "/static/common/i18n.js";
 import { Api, ApiError, NetworkError, qs } from "/static/common/api.js";
 import { drawGridMap } from "/static/common/gridmap.js";
@@ -312,6 +312,7 @@ async function loadSite() {
     state.site = saved.site;
     state.grids = saved.grids;
   }
+  setTimeZone(state.site.timezone);
 }
 
 // What the worker will see once the queued actions reach the server.

@@ -85,12 +85,23 @@ export function formatDuration(seconds) {
   return t("time.s", { s });
 }
 
+// Times are shown in the site's time zone (set once the site is known), whatever the device's.
+let timeZone;
+
+export function setTimeZone(tz) {
+  timeZone = tz;
+}
+
 export function formatTime(iso) {
   if (!iso) return "–";
   const at = new Date(iso);
   return at.toLocaleString(lang, {
-    month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false,
+    month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false, timeZone,
   });
+}
+
+export function formatClock(at = new Date()) {
+  return at.toLocaleTimeString(lang, { hour12: false, timeZone });
 }
 
 export function formatPercent(x) {

@@ -1,7 +1,8 @@
 // The street supervisor's dashboard: KPI cards, trend charts (uPlot), the grid map coloured by
 // backlog, workers, device health, and ticket search with detail, actions and CSV export.
 import {
-  t, tOr, currentLang, loadLang, storedLang, otherLang, siteLabel, formatDuration, formatTime, formatPercent,
+  t, tOr, currentLang, loadLang, storedLang, otherLang, siteLabel, formatDuration, formatTime,
+  formatPercent, formatClock, setTimeZone,
 } from "/static/common/i18n.js";
 import { Api, ApiError, qs } from "/static/common/api.js";
 import { drawGridMap } from "/static/common/gridmap.js";
@@ -72,7 +73,8 @@ function setKpi(id, value, sub) {
 async function loadKpis() {
   const k = await api.get("/metrics/kpis" + scopeParams());
   setKpi("kpi-closure", formatPercent(k.closure_rate), t("kpi.closed_of", { closed: k.closed, opened: k.opened }));
-  setKpi("kpi-median", formatDuration(k.median_close_s), t("kpi.p90", { d: formatDuration(k.p90_close_s) }));
+  setKpi("kpi-median", formatDuration(k.median_close_s),
+    k.p90_close_s === null ? "" : t("kpi.p90", { d: formatDuration(k.p90_close_s) }));
   setKpi("kpi-sla", formatPercent(k.sla_compliance), t("kpi.sla_sub"));
   setKpi("kpi-backlog", String(k.backlog), t("kpi.overdue", { n: k.overdue }));
   setKpi("kpi-reopen", formatPercent(k.reopen_rate), t("kpi.reopen_sub"));
@@ -426,7 +428,7 @@ async function refresh() {
   try {
     await Promise.all([loadKpis(), loadMap(), loadWorkers(), loadDevices(), loadCharts()]);
     await loadTickets();
-    $("#updated").textContent = t("dash.updated", { at: new Date().toLocaleTimeString() });
+    $("#updated").textContent = t("dash.updated", { at: formatClock() });
     document.body.dataset.loaded = String(Date.now());
   } catch (e) {
     if (!(e instanceof ApiError && e.status === 401)) toast(t("error.generic", { detail: e.message }), "error");
@@ -456,6 +458,7 @@ async function start() {
   show($("#board"));
   state.me = await api.get("/auth/me");
   [state.site, state.grids] = await Promise.all([api.get("/site"), api.get("/grids")]);
+  setTimeZone(state.site.timezone);
   $("#office").textContent = siteLabel(state.site);
   $("#who").textContent = t("list.who", { name: state.me.display_name, id: state.me.username });
   fillSelects();
