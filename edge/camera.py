@@ -183,6 +183,7 @@ class CameraWorker:
         self.ground = GroundMapping(camera.ground_plane)
         self.detector: SharedDetector | None = None
         self._detector_failed_at: float | None = None
+        self._last_check_t = float("-inf")
         self._pending: tuple[EdgeCamera, EdgeSettings, dict[str, Any]] | None = None
         self._requests: list[CheckRequest] = []
         self._lock = threading.Lock()
@@ -261,7 +262,7 @@ class CameraWorker:
     def _open(self) -> FrameSource:
         cam = self.camera
         src = open_source(cam.source, cam.sample_fps, self.clock, self._stop,
-                          loop=cam.loop, realtime=cam.realtime)
+                          loop=cam.loop, realtime=cam.realtime, origin=cam.clock_origin)
         src.open()
         return src
 
@@ -271,6 +272,8 @@ class CameraWorker:
             while not self._stop.is_set():
                 try:
                     self.source = self._open()
+                except SourceEnded:
+                    break
                 except SourceError as exc:
                     self.counters.reconnects += 1
                     self._set_state("reconnecting", f"{exc}; retrying in {backoff:.0f}s")
@@ -326,7 +329,8 @@ class CameraWorker:
         camera, settings, det_config = pending
         old = self.camera
         self.camera, self.settings = camera, settings
-        if (camera.source, camera.loop, camera.realtime) != (old.source, old.loop, old.realtime):
+        opened_as = (old.source, old.loop, old.realtime, old.clock_origin)
+        if (camera.source, camera.loop, camera.realtime, camera.clock_origin) != opened_as:
             self._reopen.set()
         if self.source is not None:
             self.source.sample_fps = camera.sample_fps
@@ -385,14 +389,16 @@ class CameraWorker:
         with self._lock:
             requests = list(self._requests)
         wants_detection = any(r.detect for r in requests)
-        decision = self.gate.observe(
-            frame.image, frame.t, force=wants_detection or self.tracker.needs_checks()
+        pending = self.tracker.needs_checks() and (
+            frame.t - self._last_check_t >= self.settings.tracking.pending_check_interval_s
         )
+        decision = self.gate.observe(frame.image, frame.t, force=wants_detection or pending)
         detections: list[Detection] | None = None
         if decision.run:
             detector = self._ensure_detector()
             if detector is not None:
                 detections, ms = detector.detect(frame.image)
+                self._last_check_t = frame.t
                 self.counters.checks += 1
                 self.counters.inference_ms_total += ms
                 h, w = frame.image.shape[:2]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -175,6 +176,14 @@ class TrackingSettings(EdgeModel):
     clear_min_checks: int = Field(
         default=3, ge=1, title="Clear checks", description="Misses needed to clear, at least."
     )
+    pending_check_interval_s: float = Field(
+        default=0,
+        ge=0,
+        le=60,
+        title="Pending check interval",
+        description="While a track waits to be confirmed or cleared the detector runs on every "
+        "sample; a value above 0 runs it at most this often instead (saves CPU on busy boxes).",
+    )
 
 
 class CameraOptions(EdgeModel):
@@ -196,6 +205,13 @@ class CameraOptions(EdgeModel):
     )
     motion: MotionSettings | None = Field(
         default=None, title="Motion gate", description="Default: the box's motion settings."
+    )
+    clock_origin: datetime | None = Field(
+        default=None,
+        title="Clock origin",
+        description="A file played in real time with `loop` behaves like a live camera that "
+        "started at this time: after a restart it resumes where the scene is now, not at its "
+        "beginning (demos that must know what the camera shows when).",
     )
     reconnect_min_s: float = Field(default=1, gt=0, title="Reconnect backoff start")
     reconnect_max_s: float = Field(default=60, gt=0, title="Reconnect backoff cap")

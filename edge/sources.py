@@ -105,8 +105,13 @@ def open_source(
     *,
     loop: bool = False,
     realtime: bool = True,
+    origin: datetime | None = None,
 ) -> FrameSource:
-    """The right source for ``source``: ``usb:N``, ``rtsp://``/``http://`` URL, folder or file."""
+    """The right source for ``source``: ``usb:N``, ``rtsp://``/``http://`` URL, folder or file.
+
+    ``origin`` (files played in real time): the wall time at which the file's first frame is
+    (or was) shown; with ``loop`` the file repeats from then on, like a live camera.
+    """
     kind = describe(source)
     src: FrameSource
     if kind == "usb":
@@ -120,7 +125,9 @@ def open_source(
     elif kind == "folder":
         src = ImageFolderSource(Path(source), sample_fps, clock, stop, loop=loop, realtime=realtime)
     else:
-        src = VideoFileSource(Path(source), sample_fps, clock, stop, loop=loop, realtime=realtime)
+        src = VideoFileSource(
+            Path(source), sample_fps, clock, stop, loop=loop, realtime=realtime, origin=origin
+        )
     return src
 
 
@@ -136,11 +143,13 @@ class VideoFileSource(FrameSource):
         *,
         loop: bool = False,
         realtime: bool = True,
+        origin: datetime | None = None,
     ) -> None:
         super().__init__(sample_fps, clock, stop)
         self.path = path
         self.loop = loop
         self.realtime = realtime
+        self.origin = origin
         self._cap: cv2.VideoCapture | None = None
         self.fps = 25.0
         self.duration_s = 0.0
@@ -170,6 +179,17 @@ class VideoFileSource(FrameSource):
         self._next_t = 0.0
         self._wall0 = time.monotonic()
         self.epoch = self.clock.now()
+        if self.realtime and self.origin is not None:
+            elapsed = (self.epoch - self.origin).total_seconds()
+            if elapsed < 0:
+                self._sleep_until(self._wall0 - elapsed)
+                elapsed = 0.0
+            self._wall0 = time.monotonic() - elapsed
+            self.epoch = self.origin
+            if self.loop and self.duration_s > 0:
+                self.loops = int(elapsed // self.duration_s)
+                self._offset = self.loops * self.duration_s
+            self._next_t = elapsed
 
     def _rewind(self) -> None:
         assert self._cap is not None
