@@ -752,6 +752,7 @@ function watchPosition() {
 
 async function switchLang() {
   await loadLang(otherLang());
+  show($("#toast"), false);
   $("#lang").textContent = t("lang.switch");
   setNet($("#net").dataset.state || "connecting");
   if (api.session) $("#who").textContent = t("list.who", { name: api.session.display_name, id: api.session.username });
