@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,7 @@ from broker.mosquitto import BrokerOptions, MosquittoServer, free_port, site_acc
 from config.loader import placeholders
 from config.site import Site, load_site
 from dispatcher import metrics
+from simulators import street_cameras
 from simulators.local_services import InfluxServer
 
 log = logging.getLogger(__name__)
@@ -186,6 +188,8 @@ def run_demo(site_file: Path, state: Path, duration_s: float, console: Console) 
     logs = state / "logs"
     logs.mkdir(exist_ok=True)
     procs = DemoProcesses()
+    street: street_cameras.StreetCameras | None = None
+    staging = street_cameras.prepare(site, state)
     with services(site, state) as (_broker, influx):
         try:
             procs.spawn(
@@ -216,8 +220,16 @@ def run_demo(site_file: Path, state: Path, duration_s: float, console: Console) 
                 f"[bold]dashboard[/] {api_url}/dashboard/ (sup-s1 / "
                 f"{env.get('GW_PW_SUP_S1', '?')}, or admin)"
             )
+            street = street_cameras.start(
+                site, site_file, state, env,
+                lambda name, args: procs.spawn(name, args, env, logs), _cli(), console.print,
+                staging,
+            )
+            only = [] if street is None else [
+                arg for d in site.devices if d.kind == "sensor_node" for arg in ("--only", d.id)
+            ]
             procs.spawn(
-                "devices",
+                "devices" if street is None else "sensor-nodes",
                 [
                     *_cli(),
                     "sim",
@@ -226,6 +238,7 @@ def run_demo(site_file: Path, state: Path, duration_s: float, console: Console) 
                     str(site_file),
                     "--duration",
                     str(duration_s),
+                    *only,
                 ],
                 env,
                 logs,
@@ -248,10 +261,14 @@ def run_demo(site_file: Path, state: Path, duration_s: float, console: Console) 
                     procs.check()
                     live.update(Group(progress_table(site, api, started, duration_s)))
                     time.sleep(1)
+            cameras_stopped = datetime.now(UTC)
             procs.stop()
             time.sleep(2)
             rows = metrics.grid_report(metrics.InfluxV1(influx.url, "gridwatch"), "1h")
             console.print(report_table(rows, "1h"))
+            if street is not None:
+                console.print(street.report_table(cameras_stopped))
+                street.stop()
             closed = {r.grid for r in rows if r.closed > 0}
             missing = [g.id for g in site.grids if g.id not in closed]
             if missing:
@@ -264,3 +281,5 @@ def run_demo(site_file: Path, state: Path, duration_s: float, console: Console) 
             return 130
         finally:
             procs.stop()
+            if street is not None:
+                street.stop()
