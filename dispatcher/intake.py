@@ -20,6 +20,7 @@ from a device more than SKEW_TOLERANCE off is placed at its device time minus th
 
 from __future__ import annotations
 
+import binascii
 import logging
 import queue
 import threading
@@ -99,8 +100,19 @@ _SEEN_AGAIN = _UPDATE_INCIDENT.values(
          bindparam("b_ts", type_=UtcDateTime())),
         else_=incidents.c.last_seen,
     ),
-    events=incidents.c.events + 1,
+    events=incidents.c.events + bindparam("b_n"),
     cleared_at=None,
+)
+_OPEN_TRACKS = (
+    select(incident_tracks.c.track_key, incident_tracks.c.cleared_at, incidents.c.id,
+           incidents.c.kind, incidents.c.lat, incidents.c.lon, incidents.c.last_seen)
+    .join(incidents, incident_tracks.c.incident_id == incidents.c.id)
+    .where(incident_tracks.c.track_key.in_(bindparam("b_keys", expanding=True)),
+           incidents.c.status == "open")
+)
+_MERGE_LOCKS = text(
+    "SELECT count(pg_advisory_xact_lock(k)) FROM "
+    "(SELECT k FROM unnest(CAST(:keys AS bigint[])) AS t(k) ORDER BY k) AS sorted"
 )
 _STORED_EVENTS = select(events.c.event_id).where(
     events.c.event_id.in_(bindparam("b_ids", expanding=True))
@@ -175,15 +187,37 @@ class BatchContext:
     what it did (counted into the stats once it commits)."""
 
     conn: Connection
+    cached: bool = False
     _load: dict[str, int] | None = None
     _positions: dict[str, tuple[float, float]] | None = None
     duplicates: int = 0
     dead_letters: int = 0
     opened: int = 0
+    # With ``cached`` (a batch without savepoints): the open incidents of the batch's track
+    # keys, read once up front and kept current as the batch goes (key -> (incident, cleared)),
+    # and re-sightings by known tracks, written together when the batch ends.
+    tracks: dict[str, tuple[OpenIncident, bool]] = field(default_factory=dict)
+    seen: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Forget the cached load (a rolled-back savepoint may have changed it)."""
         self._load = None
+
+    def forget_incident(self, incident_id: int) -> None:
+        """The incident closed: its tracks no longer lead to an open incident."""
+        for key in [k for k, (inc, _) in self.tracks.items() if inc.id == incident_id]:
+            del self.tracks[key]
+
+    def flush_seen(self) -> None:
+        """Write the pending re-sightings (before anything reads or rewrites an incident)."""
+        if not self.seen:
+            return
+        with_box = [v for v in self.seen.values() if "bbox" in v]
+        without = [v for v in self.seen.values() if "bbox" not in v]
+        for group in (with_box, without):
+            if group:
+                self.conn.execute(_SEEN_AGAIN, group)
+        self.seen.clear()
 
     @property
     def load(self) -> dict[str, int]:
@@ -371,8 +405,8 @@ class Intake:
             keys |= merge_locks(
                 o.kind, o.lat, o.lon, self.site.categories[o.kind].merge_radius_m, o.key
             )
-        for k in sorted(keys):
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": k})
+        if keys:  # one round trip, taken in ascending order
+            conn.execute(_MERGE_LOCKS, {"keys": sorted(keys)})
 
     def process(self, batch: list[Delivery]) -> None:
         """Process deliveries in one transaction, then ack them.
@@ -412,8 +446,10 @@ class Intake:
         with self.engine.begin() as conn:
             observations = [o for _, o in parsed if isinstance(o, Observation)]
             self.lock(conn, observations)
-            ctx = BatchContext(conn)
+            ctx = BatchContext(conn, cached=not careful)
             fresh = self._fresh(conn, observations)
+            if ctx.cached:
+                self._prefetch_tracks(ctx, observations)
             rows: list[dict[str, Any]] = []
             for d, o in parsed:
                 if isinstance(o, str):
@@ -438,9 +474,17 @@ class Intake:
                     log.exception("event from %s failed; dead-lettered", d.topic)
                     ctx.reset()
                     self._dead_letter(conn, d, f"internal error: {exc!r}", received_at, ctx)
+            ctx.flush_seen()
             if rows:
                 conn.execute(self._insert_events, rows)
         return ctx
+
+    def _prefetch_tracks(self, ctx: BatchContext, observations: list[Observation]) -> None:
+        keys = list({k for o in observations if (k := o.key) is not None})
+        for i in range(0, len(keys), 500):
+            for r in ctx.conn.execute(_OPEN_TRACKS, {"b_keys": keys[i:i + 500]}):
+                inc = OpenIncident(r.id, r.kind, r.lat, r.lon, r.last_seen, (r.track_key,))
+                ctx.tracks[r.track_key] = (inc, r.cleared_at is not None)
 
     def _fresh(self, conn: Connection, observations: list[Observation]) -> set[str]:
         """The event ids among these that are not stored yet."""
@@ -491,22 +535,23 @@ class Intake:
     ) -> dict[str, Any]:
         """Merge one new observation into its incident (or open one); returns its event row."""
         evidence_id = self._store_evidence(conn, o, received_at)
-        incident, own_track = self._find_incident(conn, o)
+        incident, own_track = self._find_incident(conn, o, ctx)
         if o.state == "cleared":
             if incident is not None:
-                self._cleared(conn, incident, o)
+                ctx.flush_seen()
+                self._cleared(conn, incident, o, ctx)
             incident_id = incident.id if incident else None
         elif incident is None:
             incident_id = self._open(conn, o, ctx)
         elif own_track:
             incident_id = incident.id
-            seen: dict[str, Any] = {"b_id": incident_id, "b_ts": o.ts}
-            if o.bbox is not None:
-                seen["bbox"] = list(o.bbox)
-            conn.execute(_SEEN_AGAIN, seen)
+            self._seen_again(ctx, incident_id, o)
         else:
             incident_id = incident.id
+            ctx.flush_seen()
             self._touch(conn, incident, o)
+            if ctx.cached and o.key is not None:
+                ctx.tracks[o.key] = (incident, False)
         if evidence_id is not None and incident_id is not None:
             ticket_id = conn.execute(
                 select(tickets_table.c.id).where(tickets_table.c.incident_id == incident_id)
@@ -537,8 +582,11 @@ class Intake:
     def _store_evidence(self, conn: Connection, o: Observation, at: datetime) -> int | None:
         if o.snapshot is None:
             return None
-        stored = self.evidence_store.save(o.snapshot.jpeg(), "snapshot", at)
-        crop = o.snapshot.crop()
+        try:
+            jpeg, crop = o.snapshot.jpeg(), o.snapshot.crop()
+        except binascii.Error as exc:
+            raise BadImage(f"snapshot is not valid base64: {exc}") from exc
+        stored = self.evidence_store.save(jpeg, "snapshot", at)
         if crop:
             self.evidence_store.save(crop, "crop", at)
         return int(
@@ -555,18 +603,44 @@ class Intake:
             ).scalar_one()
         )
 
+    def _seen_again(self, ctx: BatchContext, incident_id: int, o: Observation) -> None:
+        """One more sighting by a track already on the incident: last seen, count, box."""
+        pending = ctx.seen.get(incident_id) if ctx.cached else None
+        if pending is None:
+            pending = {"b_id": incident_id, "b_ts": o.ts, "b_n": 0}
+        pending["b_ts"] = max(pending["b_ts"], o.ts)
+        pending["b_n"] += 1
+        if o.bbox is not None:
+            pending["bbox"] = list(o.bbox)
+        if ctx.cached:
+            ctx.seen[incident_id] = pending
+        else:
+            ctx.conn.execute(_SEEN_AGAIN, pending)
+
     def _find_incident(
-        self, conn: Connection, o: Observation
+        self, conn: Connection, o: Observation, ctx: BatchContext | None = None
     ) -> tuple[OpenIncident | None, bool]:
         """The open incident this observation belongs to: its track's, else the nearest of the
         same kind within the merge radius and window (a ``cleared`` with a key: only its own).
-        The flag says it was found by its own track, which had not been cleared."""
+        The flag says it was found by its own track, which had not been cleared.
+
+        In a cached batch the tracks come from the batch's read-ahead (kept current as the
+        batch opens, attaches and closes incidents). Every merge lock of the batch is held,
+        so no other dispatcher changes these incidents meanwhile; a ticket closed through
+        the API in that moment closes its incident too late for this batch, and a sighting
+        here still attaches to it (the next one opens a new incident)."""
         key = o.key
         if key is not None:
-            row = conn.execute(_BY_TRACK, {"b_key": key}).first()
-            if row is not None:
-                found = OpenIncident(row.id, row.kind, row.lat, row.lon, row.last_seen, (key,))
-                return found, row.cleared_at is None
+            if ctx is not None and ctx.cached:
+                hit = ctx.tracks.get(key)
+                found, cleared = hit if hit is not None else (None, False)
+            else:
+                row = conn.execute(_BY_TRACK, {"b_key": key}).first()
+                found = None if row is None else OpenIncident(
+                    row.id, row.kind, row.lat, row.lon, row.last_seen, (key,))
+                cleared = row is not None and row.cleared_at is not None
+            if found is not None:
+                return found, not cleared
             if o.state == "cleared":
                 return None, False
         category = self.site.categories[o.kind]
@@ -575,7 +649,12 @@ class Intake:
             "b_kind": o.kind, "b_lat0": o.lat - dlat, "b_lat1": o.lat + dlat,
             "b_lon0": o.lon - dlon, "b_lon1": o.lon + dlon,
         }).all()
-        candidates = [OpenIncident(r.id, r.kind, r.lat, r.lon, r.last_seen) for r in rows]
+        pending = ctx.seen if ctx is not None else {}
+        candidates = [
+            OpenIncident(r.id, r.kind, r.lat, r.lon,
+                         max(r.last_seen, pending[r.id]["b_ts"]) if r.id in pending else r.last_seen)
+            for r in rows
+        ]
         return match_incident(
             kind=o.kind, lat=o.lat, lon=o.lon, at=o.ts, key=None, category=category,
             candidates=candidates,
@@ -612,6 +691,10 @@ class Intake:
         incident_id = int(conn.execute(_INSERT_INCIDENT, incident).scalar_one())
         incident["id"] = incident_id
         self._track(conn, incident_id, o)
+        if ctx.cached and key is not None:
+            ctx.tracks[key] = (
+                OpenIncident(incident_id, o.kind, o.lat, o.lon, o.ts, (key,)), False
+            )
         actor = f"device:{o.device_id}" if o.source_type != "citizen" else "citizen:open311"
         # Assigned at receive time: a device's late-delivered event still gets a worker who
         # is on duty now.
@@ -643,7 +726,9 @@ class Intake:
         })
         self._track(conn, inc.id, o)
 
-    def _cleared(self, conn: Connection, inc: OpenIncident, o: Observation) -> None:
+    def _cleared(
+        self, conn: Connection, inc: OpenIncident, o: Observation, ctx: BatchContext
+    ) -> None:
         """A camera or sensor says the problem is gone. Once every track on the incident says
         so: cancel the ticket if nobody has set out yet, or settle a resolved one."""
         key = o.key
@@ -653,6 +738,8 @@ class Intake:
                 .where(incident_tracks.c.track_key == key)
                 .values(cleared_at=o.ts, last_seen=o.ts)
             )
+            if ctx.cached:
+                ctx.tracks[key] = (inc, True)
             still_seen = conn.execute(
                 select(incident_tracks.c.track_key).where(
                     incident_tracks.c.incident_id == inc.id, incident_tracks.c.cleared_at.is_(None)
@@ -673,6 +760,7 @@ class Intake:
             status is Status.ACCEPTED and ticket["arrived_at"] is None
         )
         if not_started:
+            ctx.forget_incident(inc.id)
             ticket_ops.apply(
                 conn,
                 ticket["id"],
@@ -683,4 +771,5 @@ class Intake:
                 close_reason="cleared_by_camera" if o.source_type == "camera" else "cleared_by_sensor",
             )
         elif status is Status.RESOLVED:
+            ctx.forget_incident(inc.id)  # closed if the verification says so
             verify.settle(conn, self.site, ticket["id"], self.clock.now())

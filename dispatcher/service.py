@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -10,14 +11,14 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from broker import topics
-from broker.client import BusClient, BusSettings, Delivery
+from broker.client import BusClient, BusSettings, Delivery, TlsSettings
 from broker.messages import CommandResult, DeviceStatus, MessageError
 from broker.mosquitto import DISPATCHER_ACCOUNT
 from config.clock import Clock, SystemClock
 from config.site import Site
 from dispatcher import metrics, tickets, verify
 from dispatcher.accounts import seed_users, worker_positions
-from dispatcher.evidence import EvidenceStore
+from dispatcher.evidence import BadImage, EvidenceStore
 from dispatcher.hard_negatives import keep_hard_negatives
 from dispatcher.intake import Intake
 from dispatcher.lifecycle import InvalidTransition, Status, Transition
@@ -70,6 +71,7 @@ class Dispatcher:
                 username=DISPATCHER_ACCOUNT,
                 password=self.site.broker.dispatcher_password,
                 manual_ack=True,
+                tls=TlsSettings(ca_file=self.site.broker.ca_file) if self.site.broker.tls else None,
             )
         )
         self.hub = PushHub()
@@ -261,10 +263,15 @@ class Dispatcher:
             return
         now = self.clock.now()
         evidence_id = None
+        stored = None
         if result.snapshot is not None:
-            stored = self.evidence.save(result.snapshot.jpeg(), "verify", now)
+            try:
+                stored = self.evidence.save(result.snapshot.jpeg(), "verify", now)
+            except (BadImage, binascii.Error) as exc:
+                log.warning("verify snapshot from %s unusable (%s); outcome kept without it",
+                            result.device_id, exc, extra={"device_id": result.device_id})
         with self.engine.begin() as conn:
-            if result.snapshot is not None:
+            if stored is not None:
                 evidence_id = conn.execute(
                     insert(evidence).values(
                         kind="verify", path=stored.path, sha256=stored.sha256, bytes=stored.size,

@@ -195,3 +195,41 @@ def test_event_time_rules() -> None:
     assert next_offset(None, 600) == 600
     assert next_offset(600, 610) == pytest.approx(602)
     assert next_offset(600, 0) == 0  # the device's clock was set right
+
+
+def test_one_batch_with_the_whole_story_of_a_pile(desk: Desk, site: Site) -> None:
+    """In one transaction: two cameras see it, one updates, both clear; then a new pile."""
+    now = desk.clock.now()
+    a = lambda state, seq: camera_event(site, "cam-01", now, track="a", state=state,  # noqa: E731
+                                        seq=seq, position=CAM1)
+    b = lambda state, seq: camera_event(site, "cam-02", now, track="b", state=state,  # noqa: E731
+                                        seq=seq, position=offset(*CAM1, east_m=5))
+    desk.send(a("new", 1), b("new", 1), a("update", 2), a("update", 3), a("cleared", 4),
+              b("update", 2), b("cleared", 3), a("new", 5))
+    first, second = desk.tickets()
+    assert (first["status"], first["close_reason"]) == ("cancelled", "cleared_by_camera")
+    assert desk.incident(first["incident_id"])["events"] == 5  # a new, b new, a×2, b update
+    assert second["status"] == "assigned"  # track a seen again after its incident closed
+    with desk.engine.connect() as conn:
+        tracks = dict(conn.execute(select(incident_tracks.c.track_key,
+                                          incident_tracks.c.incident_id)).all())
+    assert tracks == {"edge-01/cam-01/a": second["incident_id"],
+                      "edge-01/cam-02/b": first["incident_id"]}
+
+
+def test_a_bad_event_in_a_batch_is_dead_lettered_alone(desk: Desk, site: Site) -> None:
+    import base64
+
+    from broker.messages import Evidence
+
+    now = desk.clock.now()
+    broken = Evidence(jpeg_b64=base64.b64encode(b"\xff\xd8" + b"\0" * 60).decode(), width=10,
+                      height=10)
+    desk.send(camera_event(site, "cam-01", now, track="a", position=CAM1),
+              camera_event(site, "cam-01", now, track="x", position=offset(*CAM1, north_m=100),
+                           snapshot=broken),
+              camera_event(site, "cam-01", now, track="c", position=offset(*CAM1, north_m=200)))
+    assert len(desk.tickets()) == 2
+    with desk.engine.connect() as conn:
+        [reason] = conn.execute(select(dead_letters.c.reason)).scalars().all()
+    assert "not a readable image" in reason and desk.intake.stats.dead_letters == 1
