@@ -118,3 +118,29 @@ def test_a_typo_at_the_top_is_fatal_and_named(tmp_path: Path) -> None:
     p = write(tmp_path, "device_id: edge-01\nbroker: {password: pw}\ndetector: {type: onnx\n")
     with pytest.raises(ConfigError, match="YAML syntax error"):
         load_edge_settings(p)
+
+
+def test_docs_describe_every_setting() -> None:
+    """docs/edge.md is the installer's reference: every key of the edge YAML appears in it."""
+    from edge.settings import (
+        BrokerSettings,
+        CameraOptions,
+        EdgeSettings,
+        EvidenceSettings,
+        MotionSettings,
+        MqttInput,
+        OutboxSettings,
+        SerialInput,
+        SimulatedInput,
+        TrackingSettings,
+    )
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "edge.md").read_text(encoding="utf-8")
+    missing = [
+        f"{m.__name__}.{name}"
+        for m in (EdgeSettings, BrokerSettings, OutboxSettings, EvidenceSettings, MotionSettings,
+                  TrackingSettings, CameraOptions, SerialInput, MqttInput, SimulatedInput)
+        for name in m.model_fields
+        if f"`{name}`" not in doc
+    ]
+    assert missing == []
