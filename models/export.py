@@ -49,6 +49,7 @@ class ExportSpec(BaseModel):
     )
     notes: str = ""
     opset: int | None = Field(default=None, description="ONNX opset; default: ultralytics' choice.")
+    architecture: str | None = Field(default=None, description="e.g. yolov8s; default: guessed.")
 
 
 class CalibrationReader:
@@ -142,7 +143,8 @@ def to_int8(src: Path, dst: Path, calibration: Sequence[Path], imgsz: int) -> No
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.Percentile,
         nodes_to_exclude=exclude,
-        extra_options={"CalibPercentile": 99.999},
+        # histograms of every tensor for every image do not fit in RAM: collect in chunks
+        extra_options={"CalibPercentile": 99.999, "CalibMaxIntermediateOutputs": 16},
     )
 
 
@@ -174,7 +176,7 @@ def export_model(spec: ExportSpec) -> ModelMetadata:
     """Export ``spec.weights`` to ``spec.out`` at the asked precision, with metadata."""
     spec.out.parent.mkdir(parents=True, exist_ok=True)
     classes = classes_of(spec.weights)
-    architecture = _architecture(spec.weights)
+    architecture = spec.architecture or _architecture(spec.weights)
     with tempfile.TemporaryDirectory(prefix="gw-export-") as tmp:
         fp32 = export_fp32(spec.weights, spec.imgsz, Path(tmp), spec.opset)
         if spec.precision == "fp32":

@@ -35,7 +35,7 @@ class ShipPlan(BaseModel):
     precision: Precision = Field(default="int8")
     out: Path = Field(default=SHIPPED_MODEL)
     weights: str = Field(default="best.pt", description="Which checkpoint of the run.")
-    calibration_count: int = Field(default=200, ge=1, description="int8 calibration images.")
+    calibration_count: int = Field(default=100, ge=1, description="int8 calibration images.")
 
 
 class ShipResult(BaseModel):
@@ -58,6 +58,14 @@ def run_record(run_dir: Path) -> dict[str, object]:
     return data
 
 
+def checkpoint_epoch(weights: Path) -> int:
+    """The (1-based) epoch a checkpoint was saved at."""
+    import torch
+
+    ckpt = torch.load(str(weights), map_location="cpu", weights_only=False)
+    return int(ckpt.get("epoch", -1)) + 1 if isinstance(ckpt, dict) else 0
+
+
 def ship(run_dir: Path, plan: ShipPlan) -> ShipResult:
     """Export the run's checkpoint, pick thresholds on val, and evaluate val and test splits."""
     record = run_record(run_dir)
@@ -71,8 +79,9 @@ def ship(run_dir: Path, plan: ShipPlan) -> ShipResult:
     step = max(1, len(train_images) // plan.calibration_count)
     calibration = train_images[::step][: plan.calibration_count]
     arch = str(recipe["model"]).removesuffix(".yaml")
-    version = f"gw-det-{arch}-{imgsz}-{plan.precision}-{datetime.now(UTC):%Y%m%d}"
     weights = run_dir / "weights" / plan.weights
+    epoch = checkpoint_epoch(weights)
+    version = f"gw-det-{arch}-{imgsz}-{plan.precision}-e{epoch}-{datetime.now(UTC):%Y%m%d}"
     meta = export_model(
         ExportSpec(
             weights=weights,
@@ -82,7 +91,9 @@ def ship(run_dir: Path, plan: ShipPlan) -> ShipResult:
             model_version=version,
             training_data=TRAINING_DATA,
             calibration_images=calibration,
-            notes=f"recipe {recipe['name']}, {recipe['epochs']} epochs from {recipe['start']}",
+            architecture=arch,
+            notes=f"recipe {recipe['name']} ({recipe['epochs']} epochs planned) from "
+            f"{recipe['start']}; {plan.weights} = epoch {epoch}",
         )
     )
     detector = OnnxDetector(OnnxDetectorConfig(model=plan.out))
