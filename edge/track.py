@@ -62,6 +62,7 @@ class Tracker:
     def __init__(self, settings: TrackingSettings) -> None:
         self.settings = settings
         self.tracks: dict[str, Track] = {}
+        self.started = 0  # tracks ever started (most never become events)
 
     def _score(self, track: Track, cand: Candidate) -> float:
         """How well a candidate matches a track; 0 for no match, IoU matches rank first."""
@@ -132,6 +133,7 @@ class Tracker:
                 continue
             tid = uuid.uuid4().hex[:12]
             self.tracks[tid] = Track(tid, cand.class_name, state)
+            self.started += 1
             if action is not None:
                 changes.append(TrackChange(tid, cand.class_name, action, state, cand))
         return changes

@@ -67,16 +67,21 @@ class CameraPlan:
     transient_at: float | None = None
 
 
-# One plan per camera, in site order; seeds pick the street photo and the object photo.
+# One plan per camera, in site order. The seeds pick the street photo and the object photo from
+# the test split. They were picked for the shipped model (gw-det-yolov8s-320-int8-20261124)
+# among seeds 1-70 by one rule: in a still frame it sees the staged object (confidence >= 0.45,
+# IoU >= 0.3) and nothing above 0.3 in the empty street. So the demo's report measures the
+# system (sampling, gate, tracking, confirmation, outbox, verification) on scenes the model can
+# see, not the model's recall; models/ measures that. Re-pick when the model changes.
 PLANS: tuple[CameraPlan, ...] = (
-    CameraPlan("garbage", 3.0, (0.50, 0.72), 0.22, 1, transient_at=20.0),
-    CameraPlan("manhole_missing", 4.0, (0.45, 0.78), 0.16, 1),
-    CameraPlan("garbage", 3.5, (0.40, 0.70), 0.22, 10),
-    CameraPlan("garbage", 4.5, (0.55, 0.74), 0.22, 12, transient_at=21.0),
-    CameraPlan("garbage", 3.0, (0.50, 0.72), 0.22, 9),
-    CameraPlan("garbage", 4.0, (0.60, 0.72), 0.22, 6),
-    CameraPlan("manhole_missing", 3.5, (0.50, 0.80), 0.16, 1),
-    CameraPlan("garbage", 4.5, (0.45, 0.72), 0.22, 5, transient_at=22.0),
+    CameraPlan("garbage", 3.0, (0.50, 0.72), 0.22, 14, transient_at=20.0),
+    CameraPlan("manhole_missing", 4.0, (0.50, 0.78), 0.16, 25),
+    CameraPlan("garbage", 3.5, (0.50, 0.72), 0.22, 38),
+    CameraPlan("garbage", 4.5, (0.50, 0.72), 0.22, 50, transient_at=21.0),
+    CameraPlan("garbage", 3.0, (0.50, 0.72), 0.22, 52),
+    CameraPlan("garbage", 4.0, (0.50, 0.72), 0.22, 63),
+    CameraPlan("garbage", 3.5, (0.50, 0.72), 0.22, 67),
+    CameraPlan("garbage", 4.5, (0.50, 0.72), 0.22, 69, transient_at=22.0),
 )
 
 DEMO_RULE = {
@@ -277,9 +282,10 @@ def judge_findings(
         loops = math.ceil((until - cam.origin).total_seconds() / LOOP_S) + 1
         for k in range(max(loops, 0)):
             appear = cam.origin + timedelta(seconds=k * LOOP_S + obj.appear_s)
-            if appear + timedelta(seconds=CONFIRM_S + 5) > until:
-                continue
-            staged += 1
+            if appear > until:
+                break
+            counted = appear + timedelta(seconds=CONFIRM_S + 5) <= until  # had its chance
+            staged += counted
             for i, e in enumerate(news):
                 if i in used or e.kind != obj.class_name or e.bbox is None:
                     continue
@@ -287,9 +293,10 @@ def judge_findings(
                     continue
                 lag = (e.ts - appear).total_seconds()
                 if -1.0 <= lag <= shown + CLEAR_S:
-                    used.add(i)
-                    found += 1
-                    latencies.append(lag)
+                    used.add(i)  # a late appearance's event is right, just not counted
+                    if counted:
+                        found += 1
+                        latencies.append(lag)
                     break
         out.append(CameraFindings(cam.camera_id, obj.class_name, staged, found,
                                   tuple(latencies), len(news) - len(used)))
@@ -325,7 +332,8 @@ class StreetCameras:
     def report_table(self, until: datetime) -> Table:
         findings = self.findings(until)
         table = Table(title="Staged street problems vs what the edge agents reported "
-                            "(ground truth from the scene generator)",
+                            "(ground truth from the scene generator; scenes picked where the "
+                            "model sees the object in a still frame)",
                       caption=summary_line(findings, self.tap.results))
         for col in ("camera", "staged kind", "staged", "found", "seconds to event",
                     "false events"):
