@@ -29,6 +29,7 @@ from broker.messages import Message, SupervisorAlert, TicketAction, TicketPush
 from config.site import GeoPoint, Site
 from dispatcher.assign import supervisor_for
 from dispatcher.lifecycle import Transition
+from dispatcher.store.db import SqliteEngine
 from dispatcher.store.schema import audit, tickets
 from dispatcher.verify import REVIEW_ACTOR
 
@@ -135,6 +136,7 @@ class PushShipper:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._unmarked: list[int] = []
         self.sent = 0
 
     def wake(self) -> None:
@@ -159,6 +161,11 @@ class PushShipper:
             except Exception:
                 log.exception("push shipping failed; will retry")
                 self._stop.wait(2)
+        try:
+            self.mark_published()
+        except Exception:
+            log.exception("could not mark %d published pushes; they will be sent again",
+                          len(self._unmarked))
 
     def ship_all(self) -> int:
         """Ship until nothing is pending (or another process holds the shipping lock)."""
@@ -173,12 +180,12 @@ class PushShipper:
                 break
         return total
 
-    def _pending(self, conn: Connection) -> list[dict[str, Any]]:
+    def _pending(self, conn: Connection, after: int = 0) -> list[dict[str, Any]]:
         rows = (
             conn.execute(
                 select(audit, tickets)
                 .join(tickets, tickets.c.id == audit.c.ticket_id)
-                .where(audit.c.pushed.is_(False))
+                .where(audit.c.pushed.is_(False), audit.c.id > after)
                 .order_by(audit.c.id)
                 .limit(self.batch)
             )
@@ -219,17 +226,38 @@ class PushShipper:
                     return 0
                 self._mark(conn, rows)
             return len(rows)
+        # SQLite: one process, whose audit ids grow in commit order. Rows published but not
+        # yet marked are skipped by id, and marked when the store is free, so a push never
+        # waits for the intake's transaction to end.
+        after = self._unmarked[-1] if self._unmarked else 0
         with self.engine.connect() as conn:
-            rows = self._pending(conn)
-        if not rows or not self._publish(rows, ack_timeout_s):
-            return 0
-        with self.engine.begin() as conn:
-            self._mark(conn, rows)
+            rows = self._pending(conn, after)
+        if rows:
+            if not self._publish(rows, ack_timeout_s):
+                return 0
+            self._unmarked += [r["audit"]["id"] for r in rows]
+        self.mark_published(wait=not rows)
         return len(rows)
 
+    def mark_published(self, wait: bool = True) -> None:
+        """Mark the rows published so far (on SQLite); without ``wait``, only if no other
+        thread of the process is writing."""
+        if not self._unmarked:
+            return
+        ids, engine = list(self._unmarked), self.engine
+        if isinstance(engine, SqliteEngine) and not wait:
+            with engine.try_begin() as maybe:
+                if maybe is None:
+                    return
+                self._mark(maybe, ids)
+        else:
+            with engine.begin() as conn:
+                self._mark(conn, ids)
+        del self._unmarked[: len(ids)]
+
     @staticmethod
-    def _mark(conn: Connection, rows: list[dict[str, Any]]) -> None:
-        ids = [r["audit"]["id"] for r in rows]
+    def _mark(conn: Connection, rows: list[dict[str, Any]] | list[int]) -> None:
+        ids = [r if isinstance(r, int) else r["audit"]["id"] for r in rows]
         conn.execute(update(audit).where(audit.c.id.in_(ids)).values(pushed=True))
 
 

@@ -40,6 +40,20 @@ class SqliteEngine(Engine):
     """
 
     @contextlib.contextmanager
+    def try_begin(self) -> Iterator[Connection | None]:
+        """Like ``begin()`` when no other thread of this process is writing; else yields None
+        at once (for work that can wait for a quieter moment)."""
+        lock = _writer_lock(str(self.url))
+        if not lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            with self.begin() as conn:
+                yield conn
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
         with _writer_lock(str(self.url)), self.connect() as conn:
             conn.info["immediate"] = True

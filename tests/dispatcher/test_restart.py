@@ -78,3 +78,10 @@ def test_restart_loses_no_ticket_and_no_timer(
     assert second.intake.stats.duplicates == 0
     # the next timers: accept timeouts ten minutes after the handover and the new assignments
     wait_until(lambda: second.timers._armed == MORNING + timedelta(minutes=21))
+
+    def unpushed() -> int:
+        with second.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(audit).where(
+                audit.c.pushed.is_(False))).scalar_one())
+
+    wait_until(lambda: unpushed() == 0)  # every transition's push went out, and is marked
