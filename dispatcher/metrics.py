@@ -345,11 +345,8 @@ class MetricsShipper:
         total = 0
         while not self._stop.is_set():
             n = self.ship_once()
-            if n is None:
-                self._stop.wait(0.05)
-                if self.pending() == 0:
-                    break
-                continue
+            if n is None:  # another process ships now; the next wake (or a second) retries
+                break
             total += n
             if n < self.batch:
                 break

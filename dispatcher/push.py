@@ -169,10 +169,15 @@ class PushShipper:
 
     def ship_all(self) -> int:
         """Ship until nothing is pending (or another process holds the shipping lock)."""
-        total = 0
+        total, busy = 0, 0
         while not self._stop.is_set():
             n = self.ship_once()
             if n is None:
+                # Another process is shipping (our rows too, if they were committed in
+                # time); look again shortly, a few times, then wait for the next wake.
+                busy += 1
+                if busy > 10:
+                    break
                 self._stop.wait(0.01)
                 continue
             total += n
