@@ -54,14 +54,24 @@ class SharedDetector:
     def __init__(self, key: str, detector: Detector) -> None:
         self.key = key
         self.detector = detector
+        self.closed = False
         self._lock = threading.Lock()
 
     def detect(self, image: NDArray[np.uint8]) -> tuple[list[Detection], float]:
         """Detections and the inference time in milliseconds (waiting for the lock excluded)."""
         with self._lock:
+            if self.closed:
+                raise DetectorLoadError("the detector was replaced by a new configuration")
             start = time.perf_counter()
             dets = self.detector.detect(image)
             return dets, (time.perf_counter() - start) * 1000
+
+    def close(self) -> None:
+        """Free the model once no inference runs on it."""
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                self.detector.close()
 
 
 class DetectorPool:
@@ -100,7 +110,7 @@ class DetectorPool:
         """Close detectors no camera uses any more."""
         with self._lock:
             for key in [k for k in self._loaded if k not in keys]:
-                self._loaded.pop(key).detector.close()
+                self._loaded.pop(key).close()
 
 
 @dataclass
@@ -317,7 +327,14 @@ class CameraWorker:
                 if self.counters.corrupt_frames % 100 == 0:
                     self.error = None  # log a long run of bad frames again now and then
                 continue
-            self.process(frame)
+            try:
+                self.process(frame)
+            except Exception as exc:
+                message = f"frame processing failed: {exc}"
+                if message != self.error:
+                    log.exception("camera %s: %s", self.camera.id, message,
+                                  extra={"camera_id": self.camera.id})
+                self.state, self.error, self._error_at = "error", message, time.monotonic()
         if self._stop.is_set():
             raise SourceEnded("stopping")
 
@@ -396,6 +413,9 @@ class CameraWorker:
         detections: list[Detection] | None = None
         if decision.run:
             detector = self._ensure_detector()
+            if detector is not None and detector.closed:
+                self.detector = detector = None
+                detector = self._ensure_detector()
             if detector is not None:
                 detections, ms = detector.detect(frame.image)
                 self._last_check_t = frame.t

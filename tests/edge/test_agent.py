@@ -3,19 +3,22 @@ events with evidence and position, zones and masks, live config, commands, bad i
 
 from __future__ import annotations
 
+import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 import yaml
 
 from broker import topics
-from broker.messages import CameraOverride, Command, DeviceConfig
+from broker.messages import CameraOverride, Command, DeviceConfig, ModelRef
 from broker.mosquitto import MosquittoServer, free_port
-from config.site import Site
+from config.site import ClassRule, Site
 from edge.agent import EdgeAgent
 from edge.settings import load_edge_settings
 from edge.sources import ImageFolderSource
@@ -136,13 +139,34 @@ def test_live_config_applies_a_mask_without_restart_and_rejects_a_bad_one(
             assert agent.workers["cam-01"].camera.masks == (mask,)
             assert agent.workers["cam-01"].camera.sample_fps == 2
             wait_until(lambda: (s := listener.last_status()) and s.config_revision == 7, 10)
+            # a new model, and a stricter rule, without a restart
+            other = tmp_path / "models" / "other-det.onnx"
+            other.parent.mkdir()
+            shutil.copyfile(fake_model, other)
+            props = ort.InferenceSession(str(fake_model)).get_modelmeta().custom_metadata_map
+            meta = json.loads(props["gridwatch"])
+            other.with_suffix(".json").write_text(json.dumps({**meta, "model_version": "fake-2"}))
+            strict = {"garbage": ClassRule(min_confidence=0.9, keep_confidence=0.9)}
+            config = DeviceConfig(
+                device_id="edge-01", revision=8, issued_at=datetime.now(UTC),
+                cameras={"cam-01": CameraOverride(classes=strict)},
+                model=ModelRef(path=str(other)),
+            )
+            listener.publish(topics.device_config("edge-01"), config.to_json(), retain=True)
+            wait_until(lambda: (s := listener.last_status()) and s.config_revision == 8
+                       and s.model == "other-det.onnx" and s.model_version == "fake-2", 15)
+            assert agent.workers["cam-01"].camera.masks == ()  # revision 8 replaces revision 7
+            assert agent.settings.rule_for(agent.workers["cam-01"].camera, "garbage") == strict[
+                "garbage"]
             listener.publish(topics.device_config("edge-01"), b'{"schema": "gw.config", "v": 1}',
                              retain=True)
             wait_until(lambda: (s := listener.last_status())
                        and any("bad config message" in e for e in s.errors), 10)
             status = listener.last_status()
-            assert status is not None and status.config_revision == 7
+            assert status is not None and status.config_revision == 8
             assert status.cameras[0].state == "ok"
+            # the strict rule holds: the pile (0.56) starts no track, so nothing new was sent
+            assert [e.state for e in listener.camera_events()] == ["new", "cleared"]
     finally:
         clear_retained(listener)
 
