@@ -178,9 +178,60 @@ def train(recipe: TrainRecipe, runs_dir: Path | None = None, datasets: Path | No
     return run_dir
 
 
-def _per_class_logger(path: Path) -> Any:
+def resume(run_dir: Path, epochs: int | None = None, close_mosaic: int | None = None) -> Path:
+    """Continue an interrupted run from ``weights/last.pt``, optionally with fewer epochs.
+
+    ``epochs`` rewrites the total in the checkpoint (ultralytics does not allow it as a resume
+    override); the linear learning-rate schedule then follows the new total from where it is.
+    """
+    configure_offline()
+    import torch
+    from ultralytics import YOLO  # type: ignore[attr-defined]
+
+    last = run_dir / "weights" / "last.pt"
+    record_path = run_dir / "gridwatch_run.json"
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    if epochs is not None:
+        ckpt = torch.load(str(last), map_location="cpu", weights_only=False)
+        done = int(ckpt["epoch"]) + 1
+        if epochs <= done:
+            raise ValueError(f"the run has done {done} epochs already")
+        ckpt["train_args"]["epochs"] = epochs
+        for key in ("model", "ema"):  # 8.4 keeps the weights (and their args) in 'ema'
+            if isinstance(getattr(ckpt.get(key), "args", None), dict):
+                ckpt[key].args["epochs"] = epochs
+        torch.save(ckpt, str(last))
+        record.setdefault("changes", []).append(
+            {
+                "after_epoch": done,
+                "epochs": epochs,
+                "close_mosaic": close_mosaic,
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
+        record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        log.info("run %s: total epochs set to %s after epoch %s", run_dir, epochs, done)
+    overrides: dict[str, Any] = {"resume": str(last)}
+    if close_mosaic is not None:
+        overrides["close_mosaic"] = close_mosaic
+    model = YOLO(str(last), task="detect")
+    model.add_callback(
+        "on_fit_epoch_end", _per_class_logger(run_dir / "val_per_class.jsonl", keep=True)
+    )
+    t0 = time.monotonic()
+    model.train(**overrides)
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    record["resumed_train_seconds"] = (
+        (record.get("resumed_train_seconds") or 0) + time.monotonic() - t0
+    )
+    record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return run_dir
+
+
+def _per_class_logger(path: Path, keep: bool = False) -> Any:
     """A callback that appends each epoch's per-class val AP50/AP50-95 as one JSON line."""
-    path.unlink(missing_ok=True)
+    if not keep:
+        path.unlink(missing_ok=True)
 
     def on_fit_epoch_end(trainer: Any) -> None:
         validator = getattr(trainer, "validator", None)
@@ -189,8 +240,10 @@ def _per_class_logger(path: Path) -> Any:
         if box is None or not len(getattr(box, "ap_class_index", [])):
             return
         names = trainer.data["names"]
+        epoch = int(trainer.epoch) + 1
         row = {
-            "epoch": int(trainer.epoch) + 1,
+            "epoch": epoch,
+            "final_validation_of_best": epoch > int(trainer.epochs),
             "map50": float(box.map50),
             "map50_95": float(box.map),
             "classes": {
