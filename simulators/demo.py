@@ -225,25 +225,22 @@ def run_demo(site_file: Path, state: Path, duration_s: float, console: Console) 
                 lambda name, args: procs.spawn(name, args, env, logs), _cli(), console.print,
                 staging,
             )
-            only = [] if street is None else [
-                arg for d in site.devices if d.kind == "sensor_node" for arg in ("--only", d.id)
-            ]
-            procs.spawn(
-                "devices" if street is None else "sensor-nodes",
-                [
-                    *_cli(),
-                    "sim",
+            if street is None:
+                procs.spawn(
                     "devices",
-                    "--site",
-                    str(site_file),
-                    "--duration",
-                    str(duration_s),
-                    *only,
-                ],
-                env,
-                logs,
-                ends=True,
-            )
+                    [
+                        *_cli(),
+                        "sim",
+                        "devices",
+                        "--site",
+                        str(site_file),
+                        "--duration",
+                        str(duration_s),
+                    ],
+                    env,
+                    logs,
+                    ends=True,
+                )
             procs.spawn(
                 "workers",
                 [*_cli(), "sim", "workers", "--site", str(site_file), "--api", api_url],

@@ -116,6 +116,7 @@ def _spec(plan: CameraPlan) -> SceneSpec:
         height=360,
         fps=5,
         duration_s=LOOP_S,
+        noise_sigma=0.0,  # per-frame noise is 3/4 of the render time; the codec adds its own
         objects=[
             SceneObject(
                 kind=plan.kind,
@@ -387,11 +388,35 @@ def start(
     origin = datetime.now(UTC) + timedelta(seconds=STARTUP_S)
     configs, cameras = write_edge_configs(site, site_file, state / "edge", staged, origin,
                                           model, int(env["GW_MQTT_PORT"]))
+    nodes = write_node_configs(site, site_file, state / "edge", int(env["GW_MQTT_PORT"]))
     tap = EventTap(int(env["GW_MQTT_PORT"]), env["GW_MQTT_DISPATCHER"])
     tap.start()
     env["GW_VIDEO_DIR"] = str(state / "videos")
-    for device_id, path in configs.items():
+    for device_id, path in {**configs, **nodes}.items():
         spawn(device_id, [*cli, "edge", "run", str(path)])
     say(f"[bold]cameras[/] {len(cameras)} street videos in {state / 'videos'}, watched by "
-        f"{len(configs)} edge agents with {model.name}")
+        f"{len(configs)} edge agents with {model.name}; {len(nodes)} sensor nodes run the same "
+        "agent on simulated readings")
     return StreetCameras(cameras, tap)
+
+
+def write_node_configs(site: Site, site_file: Path, folder: Path, broker_port: int) -> dict[str, Path]:
+    """One edge YAML per sensor node: the real agent (thresholds, debounce, outbox) fed by its
+    built-in simulated readings, so the nodes publish exactly as real ones do."""
+    configs: dict[str, Path] = {}
+    nodes = [d for d in site.devices if d.kind == "sensor_node"]
+    for i, d in enumerate(nodes):
+        env_name = "GW_MQTT_" + d.id.upper().replace("-", "_")
+        doc = {
+            "device_id": d.id,
+            "broker": {"host": "127.0.0.1", "port": broker_port, "password": f"${{{env_name}}}"},
+            "outbox": {"path": str(folder / d.id / "outbox.sqlite")},
+            "status_interval_s": 5,
+            "site": str(site_file.resolve()),
+            "sensor_inputs": [{"type": "simulated", "seed": i + 1, "problem_rate_per_min": 1.5}],
+        }
+        path = folder / f"{d.id}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        configs[d.id] = path
+    return configs
