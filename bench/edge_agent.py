@@ -41,8 +41,12 @@ RUN_PT = REPO / "runs" / "train" / "shipped" / "weights" / "best.pt"
 SCENES = REPO / "runs" / ".cache" / "bench-edge-scenes"
 GROUND = {
     "image": [[0.05, 0.98], [0.95, 0.98], [0.75, 0.40], [0.25, 0.40]],
-    "geo": [{"lat": 39.95622, "lon": 116.41644}, {"lat": 39.95622, "lon": 116.41656},
-            {"lat": 39.9564, "lon": 116.4166}, {"lat": 39.9564, "lon": 116.4164}],
+    "geo": [
+        {"lat": 39.95622, "lon": 116.41644},
+        {"lat": 39.95622, "lon": 116.41656},
+        {"lat": 39.9564, "lon": 116.4166},
+        {"lat": 39.9564, "lon": 116.4164},
+    ],
 }
 
 app = typer.Typer(add_completion=False)
@@ -117,9 +121,16 @@ def agent_yaml(folder: Path, model: Path, videos: list[Path], realtime: bool) ->
         "detector": {"type": "onnx", "model": str(model)},
         "status_interval_s": 3600,
         "cameras": [
-            {"id": f"cam-{i + 1}", "name": f"static {i + 1}", "source": str(v), "sample_fps": 2,
-             "loop": True, "realtime": realtime, "position": {"lat": 39.9563, "lon": 116.4165},
-             "ground_plane": GROUND}
+            {
+                "id": f"cam-{i + 1}",
+                "name": f"static {i + 1}",
+                "source": str(v),
+                "sample_fps": 2,
+                "loop": True,
+                "realtime": realtime,
+                "position": {"lat": 39.9563, "lon": 116.4165},
+                "ground_plane": GROUND,
+            }
             for i, v in enumerate(videos)
         ],
     }
@@ -154,18 +165,41 @@ def agent_run(config: Path, seconds: float, warmup: float = 5.0) -> None:
     wall = t1 - t0
     cores = os.cpu_count() or 1
     machine = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1) * 100
-    print(json.dumps({
-        "cameras": len(agent.workers), "samples": s1 - s0, "checks": c1 - c0,
-        "cpu_s": cpu1 - cpu0, "wall_s": wall, "rss_mb": rss_mb(), "peak_rss_mb": peak,
-        "cores": cores, "machine_busy_pct": machine,
-    }))
+    print(
+        json.dumps(
+            {
+                "cameras": len(agent.workers),
+                "samples": s1 - s0,
+                "checks": c1 - c0,
+                "cpu_s": cpu1 - cpu0,
+                "wall_s": wall,
+                "rss_mb": rss_mb(),
+                "peak_rss_mb": peak,
+                "cores": cores,
+                "machine_busy_pct": machine,
+            }
+        )
+    )
 
 
 def run_child(config: Path, seconds: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.edge_agent", "--child", str(config),
-           "--seconds", str(seconds)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO,
-                         env={**os.environ, "GW_LOG_FORMAT": "console", "GW_LOG_LEVEL": "WARNING"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.edge_agent",
+        "--child",
+        str(config),
+        "--seconds",
+        str(seconds),
+    ]
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "GW_LOG_FORMAT": "console", "GW_LOG_LEVEL": "WARNING"},
+    )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -258,18 +292,30 @@ def main(
         per_cpu = r["samples"] / max(r["cpu_s"], 1e-9)
         cpu_pct = r["cpu_s"] / r["wall_s"] * 100
         n = r["cameras"]
-        share = (f"{cpu_pct:.0f}% of one core ({cpu_pct / r['cores']:.0f}% of the machine), "
-                 f"{cpu_pct / n:.1f}% per camera")
+        share = (
+            f"{cpu_pct:.0f}% of one core ({cpu_pct / r['cores']:.0f}% of the machine), "
+            f"{cpu_pct / n:.1f}% per camera"
+        )
         mem = f"{r['peak_rss_mb']:.0f} MiB ({r['peak_rss_mb'] / n:.0f} per camera)"
         gated = 1 - r["checks"] / max(r["samples"], 1)
-        return (f"{name}; detector ran on {100 * (1 - gated):.1f}% of frames", fps, per_cpu,
-                share, mem)
+        return (
+            f"{name}; detector ran on {100 * (1 - gated):.1f}% of frames",
+            fps,
+            per_cpu,
+            share,
+            mem,
+        )
 
     rows: list[tuple[str, float, float, str, str]] = [
         (a_name, a_fps, a_cpu, "all cores", "-"),
         (f"(b) gridwatch onnx backend, {onnx.name}", b_fps, b_cpu, "all cores", "-"),
-        ("(b2) the same, onnxruntime spinning off (session.intra_op.allow_spinning=0)",
-         b2_fps, b2_cpu, "all cores", "-"),
+        (
+            "(b2) the same, onnxruntime spinning off (session.intra_op.allow_spinning=0)",
+            b2_fps,
+            b2_cpu,
+            "all cores",
+            "-",
+        ),
         agent_row("(c) agent, 1 static camera, as fast as it can", one),
         agent_row("(d) agent, 8 static cameras, as fast as it can", eight),
         agent_row("(e) agent, 8 static cameras at 2 fps each, real time", live),

@@ -307,8 +307,9 @@ class EdgeAgent:
             if cam_id not in cams or not cams[cam_id].enabled:
                 running.stop()
                 del self.workers[cam_id]
-                log.info("camera %s stopped (removed or disabled)", cam_id,
-                         extra={"camera_id": cam_id})
+                log.info(
+                    "camera %s stopped (removed or disabled)", cam_id, extra={"camera_id": cam_id}
+                )
         for cam_id, cam in cams.items():
             if not cam.enabled:
                 continue
@@ -329,7 +330,9 @@ class EdgeAgent:
     def apply_device_config(self, config: DeviceConfig) -> None:
         """Apply a retained config from the dispatcher (ignores revisions already applied)."""
         if config.device_id != self.device_id:
-            self.note_error(f"config for device {config.device_id!r} ignored (we are {self.device_id})")
+            self.note_error(
+                f"config for device {config.device_id!r} ignored (we are {self.device_id})"
+            )
             return
         current = self.device_config
         if current is not None and config.revision <= current.revision:
@@ -369,13 +372,17 @@ class EdgeAgent:
     # -- bus handlers (network thread: hand work to the control thread) ----------------
     def _on_config(self, d: Delivery) -> None:
         if not d.payload:
-            log.info("retained config removed; keeping the current settings",
-                     extra={"device_id": self.device_id})
+            log.info(
+                "retained config removed; keeping the current settings",
+                extra={"device_id": self.device_id},
+            )
             return
         try:
             config = DeviceConfig.from_json(d.payload)
         except MessageError as exc:
-            self.note_error(f"bad config message on {d.topic}: {exc.reason}; keeping the current one")
+            self.note_error(
+                f"bad config message on {d.topic}: {exc.reason}; keeping the current one"
+            )
             return
         self._control.put(lambda: self.apply_device_config(config))
 
@@ -417,8 +424,14 @@ class EdgeAgent:
 
     def answer(self, result: CommandResult) -> None:
         self.sink.add(topics.command_result(self.device_id), result)
-        log.info("command %s %s: %s (%s)", result.action, result.command_id, result.outcome,
-                 result.detail, extra={"device_id": self.device_id})
+        log.info(
+            "command %s %s: %s (%s)",
+            result.action,
+            result.command_id,
+            result.outcome,
+            result.detail,
+            extra={"device_id": self.device_id},
+        )
 
     def handle_command(self, cmd: Command) -> None:
         """Run one command; the answer goes out on ``cmd/result`` through the outbox."""
@@ -427,8 +440,11 @@ class EdgeAgent:
             return
         age = (self.clock.now() - cmd.issued_at).total_seconds()
         if age > cmd.timeout_s:
-            self.answer(self._result(cmd, "error", f"expired: issued {age:.0f}s ago, "
-                                                   f"timeout {cmd.timeout_s:.0f}s"))
+            self.answer(
+                self._result(
+                    cmd, "error", f"expired: issued {age:.0f}s ago, timeout {cmd.timeout_s:.0f}s"
+                )
+            )
             return
         if cmd.action == "reload":
             try:
@@ -487,8 +503,11 @@ class EdgeAgent:
                 for t in list(worker.tracker.tracks.values())
             ]
             snapshot = self._evidence(seen[-1][0], marks)
-            self.answer(self._result(cmd, "done" if snapshot else "error",
-                                     f"{len(marks)} tracks", snapshot=snapshot))
+            self.answer(
+                self._result(
+                    cmd, "done" if snapshot else "error", f"{len(marks)} tracks", snapshot=snapshot
+                )
+            )
 
         worker.request(1, False, cmd.timeout_s, done)
 
@@ -546,8 +565,15 @@ class EdgeAgent:
                 position=sensor.position,
             )
 
-        log.info("sensor %s: %s %s at %s %s", sensor.id, action, sensor.kind, reading.value,
-                 sensor.measure, extra={"sensor_id": sensor.id})
+        log.info(
+            "sensor %s: %s %s at %s %s",
+            sensor.id,
+            action,
+            sensor.kind,
+            reading.value,
+            sensor.measure,
+            extra={"sensor_id": sensor.id},
+        )
         self._emit(build)
 
     # -- status --------------------------------------------------------------------------

@@ -150,9 +150,7 @@ class CameraSnapshot:
     model_version: str | None
 
 
-def clip_box(
-    d: Detection, width: int, height: int
-) -> tuple[float, float, float, float] | None:
+def clip_box(d: Detection, width: int, height: int) -> tuple[float, float, float, float] | None:
     """The detection's box as fractions of the frame, clipped; None when it is empty."""
     x1 = min(max(d.x1 / width, 0.0), 1.0)
     y1 = min(max(d.y1 / height, 0.0), 1.0)
@@ -231,8 +229,13 @@ class CameraWorker:
         with self._lock:
             self._pending = (camera, settings, detector_config)
 
-    def request(self, checks: int, detect: bool, timeout_s: float,
-                on_done: Callable[[list[tuple[Frame, list[Detection] | None]]], None]) -> None:
+    def request(
+        self,
+        checks: int,
+        detect: bool,
+        timeout_s: float,
+        on_done: Callable[[list[tuple[Frame, list[Detection] | None]]], None],
+    ) -> None:
         """Run ``on_done`` with the next ``checks`` frames (and their detections)."""
         req = CheckRequest(checks, detect, on_done, time.monotonic() + timeout_s)
         if not self.alive():
@@ -260,19 +263,28 @@ class CameraWorker:
         """Change state; an error is logged (once while it repeats) and shown in the status."""
         if error is not None:
             if error != self.error:
-                log.error("camera %s: %s", self.camera.id, error,
-                          extra={"camera_id": self.camera.id})
+                log.error(
+                    "camera %s: %s", self.camera.id, error, extra={"camera_id": self.camera.id}
+                )
             self.error = error
             self._error_at = time.monotonic()
         if state == "ok" and self.state != "ok":
-            log.info("camera %s: receiving frames", self.camera.id,
-                     extra={"camera_id": self.camera.id})
+            log.info(
+                "camera %s: receiving frames", self.camera.id, extra={"camera_id": self.camera.id}
+            )
         self.state = state
 
     def _open(self) -> FrameSource:
         cam = self.camera
-        src = open_source(cam.source, cam.sample_fps, self.clock, self._stop,
-                          loop=cam.loop, realtime=cam.realtime, origin=cam.clock_origin)
+        src = open_source(
+            cam.source,
+            cam.sample_fps,
+            self.clock,
+            self._stop,
+            loop=cam.loop,
+            realtime=cam.realtime,
+            origin=cam.clock_origin,
+        )
         src.open()
         return src
 
@@ -297,8 +309,9 @@ class CameraWorker:
                 except SourceEnded as exc:
                     if self._stop.is_set():
                         break
-                    log.info("camera %s: %s", self.camera.id, exc,
-                             extra={"camera_id": self.camera.id})
+                    log.info(
+                        "camera %s: %s", self.camera.id, exc, extra={"camera_id": self.camera.id}
+                    )
                     self._set_state("disabled")
                     break
                 except SourceError as exc:
@@ -309,8 +322,9 @@ class CameraWorker:
                 finally:
                     self.source.close()
         except Exception as exc:
-            log.exception("camera %s worker failed", self.camera.id,
-                          extra={"camera_id": self.camera.id})
+            log.exception(
+                "camera %s worker failed", self.camera.id, extra={"camera_id": self.camera.id}
+            )
             self._set_state("error", f"camera worker failed: {exc}")
         finally:
             self.ended.set()
@@ -332,8 +346,12 @@ class CameraWorker:
             except Exception as exc:
                 message = f"frame processing failed: {exc}"
                 if message != self.error:
-                    log.exception("camera %s: %s", self.camera.id, message,
-                                  extra={"camera_id": self.camera.id})
+                    log.exception(
+                        "camera %s: %s",
+                        self.camera.id,
+                        message,
+                        extra={"camera_id": self.camera.id},
+                    )
                 self.state, self.error, self._error_at = "error", message, time.monotonic()
         if self._stop.is_set():
             raise SourceEnded("stopping")
@@ -376,8 +394,9 @@ class CameraWorker:
         return self.detector
 
     def rule(self, class_name: str) -> ConfirmRule:
-        return ConfirmRule.of(self.settings.rule_for(self.camera, class_name),
-                              self.settings.tracking)
+        return ConfirmRule.of(
+            self.settings.rule_for(self.camera, class_name), self.settings.tracking
+        )
 
     def candidates(self, dets: list[Detection], width: int, height: int) -> list[Candidate]:
         """Detections this camera may report: class rules, area, zones and masks applied."""
@@ -393,8 +412,9 @@ class CameraWorker:
                 continue
             if not self.regions.check(box).admitted:
                 continue
-            out.append(Candidate(d.class_name, d.confidence, box,
-                                 d.confidence >= rule.min_confidence))
+            out.append(
+                Candidate(d.class_name, d.confidence, box, d.confidence >= rule.min_confidence)
+            )
         return out
 
     def process(self, frame: Frame) -> None:
@@ -441,11 +461,16 @@ class CameraWorker:
         if change.action == "new":
             label = f"{change.class_name} {st.confidence:.2f}"
             try:
-                snapshot = make_evidence(frame.image, [Mark(st.box, label)], st.box,
-                                         self.settings.evidence)
+                snapshot = make_evidence(
+                    frame.image, [Mark(st.box, label)], st.box, self.settings.evidence
+                )
             except Exception:
-                log.exception("camera %s: no snapshot for track %s", cam.id, change.track_id,
-                              extra={"camera_id": cam.id})
+                log.exception(
+                    "camera %s: no snapshot for track %s",
+                    cam.id,
+                    change.track_id,
+                    extra={"camera_id": cam.id},
+                )
         device_id = self.settings.device_id
         model_version = detector.detector.model_version
         action = change.action
@@ -470,8 +495,15 @@ class CameraWorker:
             )
 
         self.counters.events += 1
-        log.info("camera %s: %s %s (track %s, conf %.2f)", cam.id, action, change.class_name,
-                 change.track_id, st.confidence, extra={"camera_id": cam.id})
+        log.info(
+            "camera %s: %s %s (track %s, conf %.2f)",
+            cam.id,
+            action,
+            change.class_name,
+            change.track_id,
+            st.confidence,
+            extra={"camera_id": cam.id},
+        )
         self.emit(build)
 
     # -- commands ------------------------------------------------------------------------
@@ -496,15 +528,22 @@ class CameraWorker:
             try:
                 r.on_done(r.seen)
             except Exception:
-                log.exception("camera %s: command callback failed", self.camera.id,
-                              extra={"camera_id": self.camera.id})
+                log.exception(
+                    "camera %s: command callback failed",
+                    self.camera.id,
+                    extra={"camera_id": self.camera.id},
+                )
 
     def _fail_requests(self, why: str) -> None:
         with self._lock:
             requests, self._requests = self._requests, []
         for r in requests:
-            log.warning("camera %s: command not served: %s", self.camera.id, why,
-                        extra={"camera_id": self.camera.id})
+            log.warning(
+                "camera %s: command not served: %s",
+                self.camera.id,
+                why,
+                extra={"camera_id": self.camera.id},
+            )
             try:
                 r.on_done(r.seen)
             except Exception:

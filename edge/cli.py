@@ -102,7 +102,9 @@ def probe(
     except SourceError as exc:
         typer.echo(f"source did not open: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"{describe(source)} {source} opened in {(time.perf_counter() - started) * 1000:.0f} ms")
+    typer.echo(
+        f"{describe(source)} {source} opened in {(time.perf_counter() - started) * 1000:.0f} ms"
+    )
     read_ms: list[float] = []
     infer_ms: list[float] = []
     try:

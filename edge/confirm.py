@@ -175,7 +175,9 @@ def _maybe_update(
     if state.reported_at is not None and t - state.reported_at < rule.update_min_interval_s:
         return state, None
     conf_moved = abs(state.confidence - (state.reported_conf or 0.0)) >= rule.update_conf_delta
-    box_moved = state.reported_box is None or iou(state.box, state.reported_box) < rule.update_iou_below
+    box_moved = (
+        state.reported_box is None or iou(state.box, state.reported_box) < rule.update_iou_below
+    )
     if conf_moved or box_moved:
         return _reported(state, t), "update"
     return state, None

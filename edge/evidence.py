@@ -73,8 +73,16 @@ def annotate(frame: FrameBGR, marks: Sequence[Mark]) -> FrameBGR:
         (tw, th), base = cv2.getTextSize(m.label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         ty = y1 - 4 if y1 - th - base - 4 >= 0 else y2 + th + 4
         cv2.rectangle(out, (x1, ty - th - base), (x1 + tw + 4, ty + base), m.colour, -1)
-        cv2.putText(out, m.label, (x1 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            m.label,
+            (x1 + 2, ty),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     return out
 
 

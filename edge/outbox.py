@@ -195,7 +195,9 @@ class Outbox:
         with self._lock:
             with self._transaction() as db:
                 for rid in row_ids:
-                    r = db.execute("DELETE FROM outbox WHERE id = ? RETURNING size", (rid,)).fetchone()
+                    r = db.execute(
+                        "DELETE FROM outbox WHERE id = ? RETURNING size", (rid,)
+                    ).fetchone()
                     if r is not None:
                         removed += 1
                         freed += int(r[0])
@@ -365,8 +367,12 @@ class OutboxPublisher:
                 continue
             row_id = entry[0]
             self._sent_rows.discard(row_id)
-            log.debug("outbox row %s (mid %s): %s", row_id, mid,
-                      {None: "no subscriber", True: "acknowledged", False: "refused"}[ok])
+            log.debug(
+                "outbox row %s (mid %s): %s",
+                row_id,
+                mid,
+                {None: "no subscriber", True: "acknowledged", False: "refused"}[ok],
+            )
             if ok is None:
                 unrouted.append(row_id)
             elif ok:
@@ -417,8 +423,11 @@ class OutboxPublisher:
             self._sent_rows.discard(rid)
             row = self.outbox.get(rid)
             if row is not None:
-                log.warning("outbox row %s not acknowledged in %.0fs; sending it again", rid,
-                            self.settings.ack_timeout_s)
+                log.warning(
+                    "outbox row %s not acknowledged in %.0fs; sending it again",
+                    rid,
+                    self.settings.ack_timeout_s,
+                )
                 self._send(row.id, row.topic, row.payload)
 
     def _fill_window(self) -> None:

@@ -49,8 +49,12 @@ class BrokerSettings(EdgeModel):
         default=None, title="CA file", description="CA bundle for TLS; default: the system's."
     )
     keepalive_s: int = Field(
-        default=20, ge=5, le=600, title="Keep-alive", description="Seconds; the last will fires "
-        "about 1.5 times this long after the box vanishes."
+        default=20,
+        ge=5,
+        le=600,
+        title="Keep-alive",
+        description="Seconds; the last will fires "
+        "about 1.5 times this long after the box vanishes.",
     )
 
 
@@ -64,7 +68,10 @@ class OutboxSettings(EdgeModel):
         default=100_000, ge=10, title="Max messages", description="Rows kept at most."
     )
     max_bytes: int = Field(
-        default=512 * 1024 * 1024, ge=1024 * 1024, title="Max bytes", description="Payload bytes kept."
+        default=512 * 1024 * 1024,
+        ge=1024 * 1024,
+        title="Max bytes",
+        description="Payload bytes kept.",
     )
     max_age_hours: float = Field(
         default=7 * 24,
@@ -381,7 +388,10 @@ def load_edge_settings(path: Path | str) -> LoadedSettings:
     if "outbox" in data and isinstance(data["outbox"], dict) and "path" in data["outbox"]:
         data["outbox"] = {**data["outbox"], "path": _resolve(base, data["outbox"]["path"])}
     elif isinstance(device_id, str):
-        data["outbox"] = {**(data.get("outbox") or {}), "path": str(base / f"{device_id}-outbox.sqlite")}
+        data["outbox"] = {
+            **(data.get("outbox") or {}),
+            "path": str(base / f"{device_id}-outbox.sqlite"),
+        }
     data["detector"] = _resolve_detector(base, data.get("detector", dict(DEFAULT_DETECTOR)))
     raw_cams: list[tuple[str, Any]] = []
     for i, cam in enumerate(data.get("cameras") or []):

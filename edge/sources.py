@@ -368,7 +368,9 @@ class StreamSource(FrameSource):
                     raise SourceEnded("stopping")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise SourceError(f"no frame from {self._name()} for {READ_TIMEOUT_MS / 1000:.0f}s")
+                    raise SourceError(
+                        f"no frame from {self._name()} for {READ_TIMEOUT_MS / 1000:.0f}s"
+                    )
                 self._cond.wait(min(left, 0.5))
             if self._latest is None:
                 raise SourceError(self._error or "stream failed")

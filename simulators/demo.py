@@ -221,8 +221,13 @@ def run_demo(site_file: Path, state: Path, duration_s: float, console: Console) 
                 f"{env.get('GW_PW_SUP_S1', '?')}, or admin)"
             )
             street = street_cameras.start(
-                site, site_file, state, env,
-                lambda name, args: procs.spawn(name, args, env, logs), _cli(), console.print,
+                site,
+                site_file,
+                state,
+                env,
+                lambda name, args: procs.spawn(name, args, env, logs),
+                _cli(),
+                console.print,
                 staging,
             )
             if street is None:

@@ -148,11 +148,15 @@ def stage_videos(site: Site, folder: Path) -> dict[str, tuple[Path, SceneTruth]]
     folder.mkdir(parents=True, exist_ok=True)
     jobs = []
     for cam, plan in zip(site.cameras, PLANS, strict=False):
-        jobs.append((cam.id, _spec(plan).model_dump_json(), str(folder / f"{cam.id}.mp4"),
-                     plan.seed))
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        done = list(pool.map(_render, [j[1] for j in jobs], [j[2] for j in jobs],
-                             [j[3] for j in jobs]))
+        jobs.append(
+            (cam.id, _spec(plan).model_dump_json(), str(folder / f"{cam.id}.mp4"), plan.seed)
+        )
+    with ProcessPoolExecutor(
+        max_workers=2, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        done = list(
+            pool.map(_render, [j[1] for j in jobs], [j[2] for j in jobs], [j[3] for j in jobs])
+        )
     return {
         cam_id: (Path(out), read_truth(Path(out).with_suffix(".json")))
         for (cam_id, *_), out in zip(jobs, done, strict=True)
@@ -180,8 +184,11 @@ def write_edge_configs(
                 continue
             index = [c.id for c in site.cameras].index(cam.id)
             cam_origin = origin + timedelta(seconds=1.0 * index)
-            options[cam.id] = {"loop": True, "realtime": True,
-                               "clock_origin": cam_origin.isoformat()}
+            options[cam.id] = {
+                "loop": True,
+                "realtime": True,
+                "clock_origin": cam_origin.isoformat(),
+            }
             video, truth = staged[cam.id]
             cameras.append(StagedCamera(cam.id, d.id, video, truth, cam_origin))
         env_name = "GW_MQTT_" + d.id.upper().replace("-", "_")
@@ -215,8 +222,14 @@ class EventTap:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self.bus = BusClient(
-            BusSettings(client_id="demo-event-tap", port=self.port, username="dispatcher",
-                        password=self.password, clean_start=True, session_expiry_s=0)
+            BusSettings(
+                client_id="demo-event-tap",
+                port=self.port,
+                username="dispatcher",
+                password=self.password,
+                clean_start=True,
+                session_expiry_s=0,
+            )
         )
         self.bus.subscribe(topics.all_edge("event"), self._on_event)
         self.bus.subscribe(topics.all_edge("cmd/result"), self._on_result)
@@ -299,8 +312,16 @@ def judge_findings(
                         found += 1
                         latencies.append(lag)
                     break
-        out.append(CameraFindings(cam.camera_id, obj.class_name, staged, found,
-                                  tuple(latencies), len(news) - len(used)))
+        out.append(
+            CameraFindings(
+                cam.camera_id,
+                obj.class_name,
+                staged,
+                found,
+                tuple(latencies),
+                len(news) - len(used),
+            )
+        )
     return out
 
 
@@ -310,8 +331,12 @@ def summary_line(findings: Sequence[CameraFindings], results: Sequence[CommandRe
     lags = [x for f in findings for x in f.latencies_s]
     false = sum(f.false_events for f in findings)
     verdicts = [r.outcome for r in results if r.action == "verify"]
-    fast = (f"median {statistics.median(lags):.1f}s, max {max(lags):.1f}s from appearing to the "
-            "camera's event" if lags else "no detection")
+    fast = (
+        f"median {statistics.median(lags):.1f}s, max {max(lags):.1f}s from appearing to the "
+        "camera's event"
+        if lags
+        else "no detection"
+    )
     return (
         f"staged problems found by the cameras: {found} of {staged} ({fast}); false camera "
         f"events: {false}; verify answers: {verdicts.count('clear')} clear, "
@@ -332,17 +357,19 @@ class StreetCameras:
 
     def report_table(self, until: datetime) -> Table:
         findings = self.findings(until)
-        table = Table(title="Staged street problems vs what the edge agents reported "
-                            "(ground truth from the scene generator; scenes picked where the "
-                            "model sees the object in a still frame)",
-                      caption=summary_line(findings, self.tap.results))
-        for col in ("camera", "staged kind", "staged", "found", "seconds to event",
-                    "false events"):
+        table = Table(
+            title="Staged street problems vs what the edge agents reported "
+            "(ground truth from the scene generator; scenes picked where the "
+            "model sees the object in a still frame)",
+            caption=summary_line(findings, self.tap.results),
+        )
+        for col in ("camera", "staged kind", "staged", "found", "seconds to event", "false events"):
             table.add_column(col, justify="left" if col in ("camera", "staged kind") else "right")
         for f in findings:
             lags = ", ".join(f"{x:.1f}" for x in f.latencies_s) or "-"
-            table.add_row(f.camera_id, f.kind, str(f.staged), str(f.found), lags,
-                          str(f.false_events))
+            table.add_row(
+                f.camera_id, f.kind, str(f.staged), str(f.found), lags, str(f.false_events)
+            )
         return table
 
     def stop(self) -> None:
@@ -386,21 +413,26 @@ def start(
         say(f"[yellow]street videos could not be made ({exc}): cameras are simulated[/]")
         return None
     origin = datetime.now(UTC) + timedelta(seconds=STARTUP_S)
-    configs, cameras = write_edge_configs(site, site_file, state / "edge", staged, origin,
-                                          model, int(env["GW_MQTT_PORT"]))
+    configs, cameras = write_edge_configs(
+        site, site_file, state / "edge", staged, origin, model, int(env["GW_MQTT_PORT"])
+    )
     nodes = write_node_configs(site, site_file, state / "edge", int(env["GW_MQTT_PORT"]))
     tap = EventTap(int(env["GW_MQTT_PORT"]), env["GW_MQTT_DISPATCHER"])
     tap.start()
     env["GW_VIDEO_DIR"] = str(state / "videos")
     for device_id, path in {**configs, **nodes}.items():
         spawn(device_id, [*cli, "edge", "run", str(path)])
-    say(f"[bold]cameras[/] {len(cameras)} street videos in {state / 'videos'}, watched by "
+    say(
+        f"[bold]cameras[/] {len(cameras)} street videos in {state / 'videos'}, watched by "
         f"{len(configs)} edge agents with {model.name}; {len(nodes)} sensor nodes run the same "
-        "agent on simulated readings")
+        "agent on simulated readings"
+    )
     return StreetCameras(cameras, tap)
 
 
-def write_node_configs(site: Site, site_file: Path, folder: Path, broker_port: int) -> dict[str, Path]:
+def write_node_configs(
+    site: Site, site_file: Path, folder: Path, broker_port: int
+) -> dict[str, Path]:
     """One edge YAML per sensor node: the real agent (thresholds, debounce, outbox) fed by its
     built-in simulated readings, so the nodes publish exactly as real ones do."""
     configs: dict[str, Path] = {}

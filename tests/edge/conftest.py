@@ -66,11 +66,16 @@ def shipped_model() -> Path:
     return model
 
 
-def image_sequence(folder: Path, present: Sequence[bool], size: tuple[int, int] = (360, 640)) -> Path:
+def image_sequence(
+    folder: Path, present: Sequence[bool], size: tuple[int, int] = (360, 640)
+) -> Path:
     """A folder of frames: bright where ``present`` (the fake detector sees its box), else black."""
     folder.mkdir(parents=True, exist_ok=True)
     h, w = size
-    bright, dark = folder.parent / f"{folder.name}-bright.png", folder.parent / f"{folder.name}-dark.png"
+    bright, dark = (
+        folder.parent / f"{folder.name}-bright.png",
+        folder.parent / f"{folder.name}-dark.png",
+    )
     cv2.imwrite(str(bright), np.full((h, w, 3), BRIGHT, np.uint8))
     cv2.imwrite(str(dark), np.full((h, w, 3), DARK, np.uint8))
     for i, p in enumerate(present):

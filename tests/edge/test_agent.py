@@ -32,8 +32,9 @@ from tests.edge.conftest import (
     image_sequence,
 )
 
-FAST = {"garbage": {"confirm_hits": 2, "confirm_checks": 3, "confirm_seconds": 1,
-                    "clear_seconds": 2}}
+FAST = {
+    "garbage": {"confirm_hits": 2, "confirm_checks": 3, "confirm_seconds": 1, "clear_seconds": 2}
+}
 
 
 @contextmanager
@@ -51,16 +52,23 @@ def drained(agent: EdgeAgent) -> bool:
 
 
 def test_a_pile_for_35_seconds_is_one_new_and_one_cleared(
-    tmp_path: Path, site: Site, mosquitto: MosquittoServer, listen: ListenerFactory,
+    tmp_path: Path,
+    site: Site,
+    mosquitto: MosquittoServer,
+    listen: ListenerFactory,
     fake_model: Path,
 ) -> None:
     present = [5 <= i / 2 < 40 for i in range(140)]  # 70 s at 2 fps; the pile from 5 s to 40 s
     frames = image_sequence(tmp_path / "frames", present)
     listener = listen()
     clear_retained(listener)
-    path = edge_yaml(tmp_path, site, mosquitto.port,
-                     [camera("cam-01", frames, realtime=False)],
-                     detector={"type": "onnx", "model": str(fake_model), "threads": 1})
+    path = edge_yaml(
+        tmp_path,
+        site,
+        mosquitto.port,
+        [camera("cam-01", frames, realtime=False)],
+        detector={"type": "onnx", "model": str(fake_model), "threads": 1},
+    )
     with running(path) as agent:
         wait_until(lambda: drained(agent), 60)
         wait_until(lambda: len(listener.camera_events()) >= 2, 10)
@@ -91,7 +99,10 @@ def test_a_pile_for_35_seconds_is_one_new_and_one_cleared(
 
 
 def test_masked_and_out_of_zone_piles_yield_nothing(
-    tmp_path: Path, site: Site, mosquitto: MosquittoServer, listen: ListenerFactory,
+    tmp_path: Path,
+    site: Site,
+    mosquitto: MosquittoServer,
+    listen: ListenerFactory,
     fake_model: Path,
 ) -> None:
     present = [5 <= i / 2 < 30 for i in range(120)]
@@ -101,10 +112,14 @@ def test_masked_and_out_of_zone_piles_yield_nothing(
     listener = listen()
     clear_retained(listener)
     path = edge_yaml(
-        tmp_path, site, mosquitto.port,
-        [camera("cam-open", frames, realtime=False),
-         camera("cam-masked", frames, realtime=False, masks=[mask]),
-         camera("cam-zoned", frames, realtime=False, zones=[elsewhere])],
+        tmp_path,
+        site,
+        mosquitto.port,
+        [
+            camera("cam-open", frames, realtime=False),
+            camera("cam-masked", frames, realtime=False, masks=[mask]),
+            camera("cam-zoned", frames, realtime=False, zones=[elsewhere]),
+        ],
         detector={"type": "onnx", "model": str(fake_model), "threads": 1},
     )
     with running(path) as agent:
@@ -116,26 +131,36 @@ def test_masked_and_out_of_zone_piles_yield_nothing(
 
 
 def test_live_config_applies_a_mask_without_restart_and_rejects_a_bad_one(
-    tmp_path: Path, site: Site, mosquitto: MosquittoServer, listen: ListenerFactory,
+    tmp_path: Path,
+    site: Site,
+    mosquitto: MosquittoServer,
+    listen: ListenerFactory,
     fake_model: Path,
 ) -> None:
     frames = image_sequence(tmp_path / "frames", [True] * 8)
     listener = listen()
     clear_retained(listener)
-    path = edge_yaml(tmp_path, site, mosquitto.port,
-                     [camera("cam-01", frames, loop=True, sample_fps=4, classes=FAST)],
-                     detector={"type": "onnx", "model": str(fake_model), "threads": 1})
+    path = edge_yaml(
+        tmp_path,
+        site,
+        mosquitto.port,
+        [camera("cam-01", frames, loop=True, sample_fps=4, classes=FAST)],
+        detector={"type": "onnx", "model": str(fake_model), "threads": 1},
+    )
     try:
         with running(path) as agent:
             wait_until(lambda: [e.state for e in listener.camera_events()] == ["new"], 20)
             mask = ((0.2, 0.2), (0.8, 0.2), (0.8, 0.9), (0.2, 0.9))
             config = DeviceConfig(
-                device_id="edge-01", revision=7, issued_at=datetime.now(UTC),
+                device_id="edge-01",
+                revision=7,
+                issued_at=datetime.now(UTC),
                 cameras={"cam-01": CameraOverride(masks=(mask,), sample_fps=2)},
             )
             listener.publish(topics.device_config("edge-01"), config.to_json(), retain=True)
-            wait_until(lambda: [e.state for e in listener.camera_events()] == ["new", "cleared"],
-                       20)
+            wait_until(
+                lambda: [e.state for e in listener.camera_events()] == ["new", "cleared"], 20
+            )
             assert agent.workers["cam-01"].camera.masks == (mask,)
             assert agent.workers["cam-01"].camera.sample_fps == 2
             wait_until(lambda: (s := listener.last_status()) and s.config_revision == 7, 10)
@@ -148,20 +173,37 @@ def test_live_config_applies_a_mask_without_restart_and_rejects_a_bad_one(
             other.with_suffix(".json").write_text(json.dumps({**meta, "model_version": "fake-2"}))
             strict = {"garbage": ClassRule(min_confidence=0.9, keep_confidence=0.9)}
             config = DeviceConfig(
-                device_id="edge-01", revision=8, issued_at=datetime.now(UTC),
+                device_id="edge-01",
+                revision=8,
+                issued_at=datetime.now(UTC),
                 cameras={"cam-01": CameraOverride(classes=strict)},
                 model=ModelRef(path=str(other)),
             )
             listener.publish(topics.device_config("edge-01"), config.to_json(), retain=True)
-            wait_until(lambda: (s := listener.last_status()) and s.config_revision == 8
-                       and s.model == "other-det.onnx" and s.model_version == "fake-2", 15)
+            wait_until(
+                lambda: (
+                    (s := listener.last_status())
+                    and s.config_revision == 8
+                    and s.model == "other-det.onnx"
+                    and s.model_version == "fake-2"
+                ),
+                15,
+            )
             assert agent.workers["cam-01"].camera.masks == ()  # revision 8 replaces revision 7
-            assert agent.settings.rule_for(agent.workers["cam-01"].camera, "garbage") == strict[
-                "garbage"]
-            listener.publish(topics.device_config("edge-01"), b'{"schema": "gw.config", "v": 1}',
-                             retain=True)
-            wait_until(lambda: (s := listener.last_status())
-                       and any("bad config message" in e for e in s.errors), 10)
+            assert (
+                agent.settings.rule_for(agent.workers["cam-01"].camera, "garbage")
+                == strict["garbage"]
+            )
+            listener.publish(
+                topics.device_config("edge-01"), b'{"schema": "gw.config", "v": 1}', retain=True
+            )
+            wait_until(
+                lambda: (
+                    (s := listener.last_status())
+                    and any("bad config message" in e for e in s.errors)
+                ),
+                10,
+            )
             status = listener.last_status()
             assert status is not None and status.config_revision == 8
             assert status.cameras[0].state == "ok"
@@ -172,36 +214,60 @@ def test_live_config_applies_a_mask_without_restart_and_rejects_a_bad_one(
 
 
 def command(action: str, camera_id: str | None = None, **fields: object) -> Command:
-    return Command(command_id=uuid.uuid4(), device_id="edge-01", action=action,  # type: ignore[arg-type]
-                   issued_at=datetime.now(UTC), camera_id=camera_id, **fields)  # type: ignore[arg-type]
+    return Command(
+        command_id=uuid.uuid4(),
+        device_id="edge-01",
+        action=action,  # type: ignore[arg-type]
+        issued_at=datetime.now(UTC),
+        camera_id=camera_id,
+        **fields,
+    )  # type: ignore[arg-type]
 
 
 def test_commands_verify_snapshot_and_reload(
-    tmp_path: Path, site: Site, mosquitto: MosquittoServer, listen: ListenerFactory,
+    tmp_path: Path,
+    site: Site,
+    mosquitto: MosquittoServer,
+    listen: ListenerFactory,
     fake_model: Path,
 ) -> None:
     bright = image_sequence(tmp_path / "bright", [True] * 4)
     dark = image_sequence(tmp_path / "dark", [False] * 4)
     listener = listen()
     clear_retained(listener)
-    cams = [camera("cam-pile", bright, loop=True, sample_fps=4),
-            camera("cam-clean", dark, loop=True, sample_fps=4)]
-    path = edge_yaml(tmp_path, site, mosquitto.port, cams,
-                     detector={"type": "onnx", "model": str(fake_model), "threads": 1})
+    cams = [
+        camera("cam-pile", bright, loop=True, sample_fps=4),
+        camera("cam-clean", dark, loop=True, sample_fps=4),
+    ]
+    path = edge_yaml(
+        tmp_path,
+        site,
+        mosquitto.port,
+        cams,
+        detector={"type": "onnx", "model": str(fake_model), "threads": 1},
+    )
 
     def ask(cmd: Command) -> object:
         listener.publish(topics.command("edge-01"), cmd.to_json())
-        return wait_until(lambda: next((r for r in listener.results
-                                        if r.command_id == cmd.command_id), None), 20)
+        return wait_until(
+            lambda: next((r for r in listener.results if r.command_id == cmd.command_id), None), 20
+        )
 
     with running(path) as agent:
-        wait_until(lambda: (s := listener.last_status()) and len(s.cameras) == 2
-                   and all(c.state == "ok" for c in s.cameras), 20)
+        wait_until(
+            lambda: (
+                (s := listener.last_status())
+                and len(s.cameras) == 2
+                and all(c.state == "ok" for c in s.cameras)
+            ),
+            20,
+        )
         still = ask(command("verify", "cam-pile", kind="garbage", region=FAKE_BOX, checks=3))
         assert still.outcome == "still_present" and still.confidence  # type: ignore[attr-defined]
         assert still.snapshot is not None and still.snapshot.jpeg()[:2] == b"\xff\xd8"  # type: ignore[attr-defined]
-        elsewhere = ask(command("verify", "cam-pile", kind="garbage",
-                                region=(0.0, 0.8, 0.1, 1.0), checks=2))
+        elsewhere = ask(
+            command("verify", "cam-pile", kind="garbage", region=(0.0, 0.8, 0.1, 1.0), checks=2)
+        )
         assert elsewhere.outcome == "clear"  # type: ignore[attr-defined]
         clean = ask(command("verify", "cam-clean", kind="garbage", region=FAKE_BOX, checks=2))
         assert clean.outcome == "clear"  # type: ignore[attr-defined]
@@ -215,8 +281,9 @@ def test_commands_verify_snapshot_and_reload(
         path.write_text(yaml.safe_dump(doc))
         reloaded = ask(command("reload"))
         assert reloaded.outcome == "done"  # type: ignore[attr-defined]
-        wait_until(lambda: "cam-new" in agent.workers
-                   and agent.workers["cam-new"].counters.samples > 0, 10)
+        wait_until(
+            lambda: "cam-new" in agent.workers and agent.workers["cam-new"].counters.samples > 0, 10
+        )
         # a typo: the reload is refused, everything keeps running
         path.write_text(path.read_text().replace("status_interval_s", "status_intervall_s"))
         refused = ask(command("reload"))
@@ -228,8 +295,12 @@ def test_commands_verify_snapshot_and_reload(
 
 
 def test_bad_input_is_reported_and_the_other_cameras_keep_running(
-    tmp_path: Path, site: Site, mosquitto: MosquittoServer, listen: ListenerFactory,
-    fake_model: Path, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    site: Site,
+    mosquitto: MosquittoServer,
+    listen: ListenerFactory,
+    fake_model: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     good = image_sequence(tmp_path / "good", [True, False] * 4)
     corrupt = image_sequence(tmp_path / "corrupt", [True, False, True])
@@ -244,21 +315,37 @@ def test_bad_input_is_reported_and_the_other_cameras_keep_running(
         camera("cam-missing", tmp_path / "no-such-video.mp4", reconnect_min_s=0.5),
         camera("cam-rtsp", f"rtsp://127.0.0.1:{free_port()}/stream", reconnect_min_s=0.5),
         camera("cam-corrupt", corrupt, loop=True, sample_fps=4),
-        camera("cam-model", good, loop=True, sample_fps=4,
-               detector={"type": "onnx", "model": str(broken_model)}),
+        camera(
+            "cam-model",
+            good,
+            loop=True,
+            sample_fps=4,
+            detector={"type": "onnx", "model": str(broken_model)},
+        ),
         {**camera("cam-typo", good), "sample_fsp": 3},
     ]
-    path = edge_yaml(tmp_path, site, mosquitto.port, cams,
-                     detector={"type": "onnx", "model": str(fake_model), "threads": 1})
+    path = edge_yaml(
+        tmp_path,
+        site,
+        mosquitto.port,
+        cams,
+        detector={"type": "onnx", "model": str(fake_model), "threads": 1},
+    )
     with running(path) as agent:
+
         def by_camera() -> dict[str, object]:
             s = listener.last_status()
             return {c.camera_id: c for c in s.cameras} if s else {}
 
-        wait_until(lambda: {"cam-missing", "cam-rtsp", "cam-model", "cam-typo"} <= set(by_camera())
-                   and by_camera()["cam-rtsp"].error  # type: ignore[attr-defined]
-                   and by_camera()["cam-corrupt"].error  # type: ignore[attr-defined]
-                   and by_camera()["cam-model"].state == "error", 40)  # type: ignore[attr-defined]
+        wait_until(
+            lambda: (
+                {"cam-missing", "cam-rtsp", "cam-model", "cam-typo"} <= set(by_camera())
+                and by_camera()["cam-rtsp"].error  # type: ignore[attr-defined]
+                and by_camera()["cam-corrupt"].error  # type: ignore[attr-defined]
+                and by_camera()["cam-model"].state == "error"
+            ),
+            40,
+        )  # type: ignore[attr-defined]
         cams_now = by_camera()
         assert cams_now["cam-missing"].state == "reconnecting"  # type: ignore[attr-defined]
         assert "video file not found" in cams_now["cam-missing"].error  # type: ignore[attr-defined]

@@ -14,16 +14,26 @@ from tests.edge.conftest import camera, edge_yaml, image_sequence
 
 def gridwatch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GW_LOG_FORMAT": "console"}
-    return subprocess.run([sys.executable, "-m", "simulators.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "simulators.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_dry_run_prints_what_it_would_publish_and_ends_with_its_sources(
     tmp_path: Path, site: Site, fake_model: Path
 ) -> None:
     frames = image_sequence(tmp_path / "frames", [2 <= i / 2 < 15 for i in range(80)])
-    path = edge_yaml(tmp_path, site, 1, [camera("cam-01", frames, realtime=False)],
-                     detector={"type": "onnx", "model": str(fake_model), "threads": 1})
+    path = edge_yaml(
+        tmp_path,
+        site,
+        1,
+        [camera("cam-01", frames, realtime=False)],
+        detector={"type": "onnx", "model": str(fake_model), "threads": 1},
+    )
     done = gridwatch("edge", "run", str(path), "--dry-run")
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
@@ -57,3 +67,16 @@ def test_probe_prints_timings_and_detections(tmp_path: Path, fake_model: Path) -
     broken.write_bytes(b"nope")
     bad_model = gridwatch("edge", "probe", str(frames), "--model", str(broken))
     assert bad_model.returncode == 1 and "model did not load" in bad_model.stderr
+
+
+def test_the_agent_loads_no_torch_dispatcher_models_or_simulators() -> None:
+    """The edge installs and runs without torch, the dispatcher's web stack or the simulators."""
+    code = (
+        "import sys, edge.agent, edge.cli, edge.detect.onnx;"
+        "bad = [m for m in ('torch', 'ultralytics', 'dispatcher', 'models', 'simulators',"
+        " 'fastapi', 'sqlalchemy') if m in sys.modules];"
+        "print(bad)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -10,19 +10,32 @@ from edge.confirm import ConfirmRule, Sighting, TrackState, confirm_track, iou
 from edge.settings import TrackingSettings
 from edge.track import Candidate, TrackChange, Tracker
 
-RULE = ConfirmRule(confirm_hits=3, confirm_checks=5, confirm_seconds=10, clear_seconds=20,
-                   clear_min_checks=3, max_check_gap_s=10, update_min_interval_s=60,
-                   update_conf_delta=0.15, update_iou_below=0.5)
+RULE = ConfirmRule(
+    confirm_hits=3,
+    confirm_checks=5,
+    confirm_seconds=10,
+    clear_seconds=20,
+    clear_min_checks=3,
+    max_check_gap_s=10,
+    update_min_interval_s=60,
+    update_conf_delta=0.15,
+    update_iou_below=0.5,
+)
 PILE = (0.40, 0.55, 0.55, 0.75)
 
 
-def cand(box: tuple[float, float, float, float] = PILE, conf: float = 0.8,
-         cls: str = "garbage", min_conf: float = 0.35) -> Candidate:
+def cand(
+    box: tuple[float, float, float, float] = PILE,
+    conf: float = 0.8,
+    cls: str = "garbage",
+    min_conf: float = 0.35,
+) -> Candidate:
     return Candidate(cls, conf, box, conf >= min_conf)
 
 
-def run(tracker: Tracker, frames: Iterable[tuple[float, list[Candidate]]],
-        rule: ConfirmRule = RULE) -> list[tuple[float, TrackChange]]:
+def run(
+    tracker: Tracker, frames: Iterable[tuple[float, list[Candidate]]], rule: ConfirmRule = RULE
+) -> list[tuple[float, TrackChange]]:
     out = []
     for t, cands in frames:
         out += [(t, ch) for ch in tracker.check(cands, t, lambda _c: rule)]
@@ -125,7 +138,10 @@ def test_classes_are_tracked_apart_and_two_objects_make_two_events() -> None:
     ]
     changes = run(tracker, frames)
     assert sorted(ch.class_name for _, ch in changes if ch.action == "new") == [
-        "garbage", "manhole_missing", "manhole_ok"]
+        "garbage",
+        "manhole_missing",
+        "manhole_ok",
+    ]
     assert len({ch.track_id for _, ch in changes}) == 3
 
 

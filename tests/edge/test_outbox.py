@@ -22,10 +22,19 @@ def event_builder(
 ) -> Callable[[int], Event]:
     def build(seq: int) -> Event:
         return Event(
-            event_id=uuid.uuid4(), device_id="edge-01", source_id="cam-01",
-            source_type="camera", kind=kind, state=state, seq=seq, ts=clock.now(),
-            track_id="t1", confidence=0.8, bbox=(0.1, 0.1, 0.2, 0.2),
+            event_id=uuid.uuid4(),
+            device_id="edge-01",
+            source_id="cam-01",
+            source_type="camera",
+            kind=kind,
+            state=state,
+            seq=seq,
+            ts=clock.now(),
+            track_id="t1",
+            confidence=0.8,
+            bbox=(0.1, 0.1, 0.2, 0.2),
         )
+
     return build
 
 
@@ -64,7 +73,9 @@ def test_eviction_goes_by_rank_and_keeps_safety_events(
 ) -> None:
     clock = ManualClock()
     box = Outbox(tmp_path / "o.sqlite", OutboxSettings(max_messages=10), clock)
-    safety = [box.add_event(TOPIC, event_builder(clock, "manhole_missing", "new")) for _ in range(4)]
+    safety = [
+        box.add_event(TOPIC, event_builder(clock, "manhole_missing", "new")) for _ in range(4)
+    ]
     news = [box.add_event(TOPIC, event_builder(clock, "garbage", "new")) for _ in range(3)]
     cleared = [box.add_event(TOPIC, event_builder(clock, "garbage", "cleared")) for _ in range(2)]
     box.add_event(TOPIC, event_builder(clock, "garbage", "update"))
@@ -83,8 +94,9 @@ def test_eviction_goes_by_rank_and_keeps_safety_events(
         box.add_event(TOPIC, event_builder(clock, "manhole_missing", "new"))
     kept = {r.event_id for r in box.after(0, 100)}
     assert str(safety[0].event_id) not in kept
-    assert any(r.levelname == "ERROR" and "manhole_missing" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        r.levelname == "ERROR" and "manhole_missing" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_age_bound_spares_safety_events(tmp_path: Path) -> None:

@@ -39,9 +39,14 @@ def pile_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SceneTru
     """A garbage pile appears at 20 s and is removed at 80 s; 110 s, 640x360 at 5 fps."""
     out = tmp_path_factory.mktemp("scenes") / "pile.mp4"
     spec = SceneSpec(
-        fps=5, duration_s=110, transients=[],
-        objects=[SceneObject(kind="garbage", appear_s=20, disappear_s=80, centre=PILE_CENTRE,
-                             width_frac=0.22)],
+        fps=5,
+        duration_s=110,
+        transients=[],
+        objects=[
+            SceneObject(
+                kind="garbage", appear_s=20, disappear_s=80, centre=PILE_CENTRE, width_frac=0.22
+            )
+        ],
     )
     return out, make_scene_video(spec, out, seed=PILE_SEED)
 
@@ -51,8 +56,12 @@ def transient_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Sce
     """A bag carried across the frame in 4 s (shorter than the 10 s confirmation window); the
     detector sees it in most frames while it crosses."""
     out = tmp_path_factory.mktemp("scenes") / "transient.mp4"
-    spec = SceneSpec(fps=5, duration_s=40, objects=[],
-                     transients=[TransientObject(enter_s=12, duration_s=4, width_frac=0.22)])
+    spec = SceneSpec(
+        fps=5,
+        duration_s=40,
+        objects=[],
+        transients=[TransientObject(enter_s=12, duration_s=4, width_frac=0.22)],
+    )
     return out, make_scene_video(spec, out, seed=TRANSIENT_SEED)
 
 
@@ -68,32 +77,49 @@ def running(path: Path) -> Iterator[EdgeAgent]:
 
 def describe(events: list[Event]) -> list[str]:
     """Events as short lines, for assertion messages."""
-    return [f"{e.source_id} {e.state} {e.kind} conf={e.confidence} bbox={e.bbox} ts={e.ts}"
-            for e in events]
+    return [
+        f"{e.source_id} {e.state} {e.kind} conf={e.confidence} bbox={e.bbox} ts={e.ts}"
+        for e in events
+    ]
 
 
 def run_to_end(agent: EdgeAgent, timeout_s: float) -> None:
-    wait_until(lambda: agent.finished() and agent.outbox is not None and agent.outbox.depth == 0,
-               timeout_s, every_s=0.2)
+    wait_until(
+        lambda: agent.finished() and agent.outbox is not None and agent.outbox.depth == 0,
+        timeout_s,
+        every_s=0.2,
+    )
 
 
 def test_a_pile_from_20_to_80_s_is_exactly_one_new_and_one_cleared_and_masked_or_out_of_zone_is_nothing(
-    tmp_path: Path, site: Site, mosquitto: MosquittoServer, listen: ListenerFactory,
-    shipped_model: Path, pile_video: tuple[Path, SceneTruth],
+    tmp_path: Path,
+    site: Site,
+    mosquitto: MosquittoServer,
+    listen: ListenerFactory,
+    shipped_model: Path,
+    pile_video: tuple[Path, SceneTruth],
 ) -> None:
     video, truth = pile_video
     pile = truth.objects[0]
     x1, y1, x2, y2 = pile.box
-    mask = [[x1 - 0.05, y1 - 0.05], [x2 + 0.05, y1 - 0.05], [x2 + 0.05, y2 + 0.05],
-            [x1 - 0.05, y2 + 0.05]]
+    mask = [
+        [x1 - 0.05, y1 - 0.05],
+        [x2 + 0.05, y1 - 0.05],
+        [x2 + 0.05, y2 + 0.05],
+        [x1 - 0.05, y2 + 0.05],
+    ]
     left = [[0.0, 0.3], [0.25, 0.3], [0.25, 1.0], [0.0, 1.0]]  # a zone the pile is not in
     listener = listen()
     clear_retained(listener)
     path = edge_yaml(
-        tmp_path, site, mosquitto.port,
-        [camera("cam-open", video, realtime=False),
-         camera("cam-masked", video, realtime=False, masks=[mask]),
-         camera("cam-zoned", video, realtime=False, zones=[left])],
+        tmp_path,
+        site,
+        mosquitto.port,
+        [
+            camera("cam-open", video, realtime=False),
+            camera("cam-masked", video, realtime=False, masks=[mask]),
+            camera("cam-zoned", video, realtime=False, zones=[left]),
+        ],
         detector={"type": "onnx", "model": str(shipped_model)},
     )
     with running(path) as agent:
@@ -120,16 +146,24 @@ def test_a_pile_from_20_to_80_s_is_exactly_one_new_and_one_cleared_and_masked_or
 
 
 def test_a_bag_carried_across_the_frame_yields_nothing(
-    tmp_path: Path, site: Site, mosquitto: MosquittoServer, listen: ListenerFactory,
-    shipped_model: Path, transient_video: tuple[Path, SceneTruth],
+    tmp_path: Path,
+    site: Site,
+    mosquitto: MosquittoServer,
+    listen: ListenerFactory,
+    shipped_model: Path,
+    transient_video: tuple[Path, SceneTruth],
 ) -> None:
     video, truth = transient_video
     assert [o.class_name for o in truth.objects] == ["transient"]
     listener = listen()
     clear_retained(listener)
-    path = edge_yaml(tmp_path, site, mosquitto.port,
-                     [camera("cam-01", video, realtime=False)],
-                     detector={"type": "onnx", "model": str(shipped_model)})
+    path = edge_yaml(
+        tmp_path,
+        site,
+        mosquitto.port,
+        [camera("cam-01", video, realtime=False)],
+        detector={"type": "onnx", "model": str(shipped_model)},
+    )
     with running(path) as agent:
         run_to_end(agent, 120)
         tracks_started = agent.workers["cam-01"].tracker.started

@@ -27,9 +27,16 @@ from edge.sensors import (
 from edge.settings import MqttInput, SerialInput, SimulatedInput
 from tests.conftest import wait_until
 
-TILT = Sensor(id="mh-tilt-01", device="node-01", kind="manhole_tilt", measure="tilt_deg",
-              position=GeoPoint(lat=39.9, lon=116.4), threshold=15, clear_below=5,
-              debounce_seconds=10)
+TILT = Sensor(
+    id="mh-tilt-01",
+    device="node-01",
+    kind="manhole_tilt",
+    measure="tilt_deg",
+    position=GeoPoint(lat=39.9, lon=116.4),
+    threshold=15,
+    clear_below=5,
+    debounce_seconds=10,
+)
 
 
 def feed(values: list[tuple[float, float]], sensor: Sensor = TILT) -> list[tuple[float, str]]:
@@ -58,7 +65,9 @@ def test_a_spike_shorter_than_the_debounce_is_ignored() -> None:
 def test_no_debounce_fires_at_once() -> None:
     quick = TILT.model_copy(update={"debounce_seconds": 0})
     assert feed([(0.0, 1.0), (1.0, 16.0), (2.0, 16.0), (3.0, 4.0)], quick) == [
-        (1.0, "new"), (3.0, "cleared")]
+        (1.0, "new"),
+        (3.0, "cleared"),
+    ]
 
 
 def test_parse_reading() -> None:
@@ -87,8 +96,9 @@ class Collected:
 def test_serial_reader_on_a_pty() -> None:
     master, slave = os.openpty()
     c = Collected()
-    reader = SerialReader(SerialInput(port=Path(os.ttyname(slave)), baud=9600),
-                          c.reading, c.error, SystemClock())
+    reader = SerialReader(
+        SerialInput(port=Path(os.ttyname(slave)), baud=9600), c.reading, c.error, SystemClock()
+    )
     reader.start()
     try:
         wait_until(lambda: c.errors == [None], 10)  # opened and configured
@@ -97,7 +107,9 @@ def test_serial_reader_on_a_pty() -> None:
         os.write(master, b'lue": 21}\n')
         wait_until(lambda: len(c.got) == 2, 10)
         assert [(r.sensor_id, r.value) for r in c.got] == [
-            ("mh-tilt-01", 3.5), ("mh-tilt-01", 21.0)]
+            ("mh-tilt-01", 3.5),
+            ("mh-tilt-01", 21.0),
+        ]
     finally:
         reader.stop()
         os.close(master)
@@ -106,8 +118,7 @@ def test_serial_reader_on_a_pty() -> None:
 
 def test_serial_reader_reports_a_missing_port(tmp_path: Path) -> None:
     c = Collected()
-    reader = SerialReader(SerialInput(port=tmp_path / "ttyUSB9"), c.reading, c.error,
-                          SystemClock())
+    reader = SerialReader(SerialInput(port=tmp_path / "ttyUSB9"), c.reading, c.error, SystemClock())
     reader.start()
     try:
         wait_until(lambda: c.errors, 5)
@@ -124,8 +135,9 @@ def field_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     conf = state / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     assert wait_for_port("127.0.0.1", port, 10)
     yield port
     proc.terminate()
@@ -134,8 +146,13 @@ def field_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 def test_mqtt_reader(field_broker: int) -> None:
     c = Collected()
-    reader = MqttReader(MqttInput(port=field_broker, topic="sensors/#"), c.reading,
-                        c.error, SystemClock(), client_id="t-field-reader")
+    reader = MqttReader(
+        MqttInput(port=field_broker, topic="sensors/#"),
+        c.reading,
+        c.error,
+        SystemClock(),
+        client_id="t-field-reader",
+    )
     reader.start()
     node = BusClient(BusSettings(client_id="t-node", port=field_broker))
     try:
@@ -145,8 +162,10 @@ def test_mqtt_reader(field_broker: int) -> None:
         node.publish("sensors/any", b'{"sensor": "water-01", "value": 12}')
         node.publish("sensors/any", b"not a number")
         wait_until(lambda: len(c.got) == 2, 10)
-        assert sorted((r.sensor_id, r.value) for r in c.got) == [("bin-fill-01", 91.5),
-                                                                ("water-01", 12.0)]
+        assert sorted((r.sensor_id, r.value) for r in c.got) == [
+            ("bin-fill-01", 91.5),
+            ("water-01", 12.0),
+        ]
     finally:
         node.stop()
         reader.stop()
@@ -154,8 +173,9 @@ def test_mqtt_reader(field_broker: int) -> None:
 
 def test_simulated_reader_makes_excursions_that_outlast_the_debounce() -> None:
     c = Collected()
-    sim = SimulatedReader(SimulatedInput(problem_rate_per_min=6, seed=3), [TILT],
-                          c.reading, c.error, SystemClock())
+    sim = SimulatedReader(
+        SimulatedInput(problem_rate_per_min=6, seed=3), [TILT], c.reading, c.error, SystemClock()
+    )
     state = SensorState()
     actions = []
     for i in range(600):

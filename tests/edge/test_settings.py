@@ -24,9 +24,13 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_inline_cameras_relative_paths_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inline_cameras_relative_paths_and_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("T_EDGE_PW", "s3cret")
-    p = write(tmp_path, f"""
+    p = write(
+        tmp_path,
+        f"""
 device_id: edge-01
 broker: {{host: 10.0.0.5, password: "${{T_EDGE_PW}}"}}
 detector: {{type: onnx, model: models/det.onnx, threads: 2}}
@@ -45,7 +49,8 @@ cameras:
     source: rtsp://10.0.0.7/stream1
     sample_fps: 1
 {GROUND}
-""")
+""",
+    )
     loaded = load_edge_settings(p)
     s = loaded.settings
     assert loaded.rejected_cameras == {}
@@ -66,25 +71,33 @@ def test_cameras_and_sensors_from_the_site_need_no_other_secrets(
     for name in ("GW_MQTT_DISPATCHER", "GW_PW_W01", "GW_MQTT_EDGE_02"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GW_VIDEO_DIR", "/srv/videos")
-    p = write(tmp_path, f"""
+    p = write(
+        tmp_path,
+        f"""
 device_id: edge-01
 broker: {{password: pw}}
 site: {SAMPLE_SITE}
 camera_options:
   cam-02: {{loop: true, realtime: false}}
-""")
+""",
+    )
     s = load_edge_settings(p).settings
     assert [c.id for c in s.cameras] == ["cam-01", "cam-02"]
     assert s.cameras[0].source == "/srv/videos/cam-01.mp4"
     assert s.cameras[1].loop and not s.cameras[1].realtime
-    node = write(tmp_path, f"device_id: node-01\nbroker: {{password: pw}}\nsite: {SAMPLE_SITE}\n"
-                           "sensor_inputs: [{type: simulated}]\n")
+    node = write(
+        tmp_path,
+        f"device_id: node-01\nbroker: {{password: pw}}\nsite: {SAMPLE_SITE}\n"
+        "sensor_inputs: [{type: simulated}]\n",
+    )
     s = load_edge_settings(node).settings
     assert s.cameras == () and [x.id for x in s.sensors] == ["mh-tilt-01", "bin-fill-01"]
 
 
 def test_a_typo_in_one_camera_leaves_that_camera_out(tmp_path: Path) -> None:
-    p = write(tmp_path, f"""
+    p = write(
+        tmp_path,
+        f"""
 device_id: edge-01
 broker: {{password: pw}}
 cameras:
@@ -99,7 +112,8 @@ cameras:
     source: b.mp4
     sample_fsp: 2
 {GROUND}
-""")
+""",
+    )
     loaded = load_edge_settings(p)
     assert [c.id for c in loaded.settings.cameras] == ["cam-01"]
     message = loaded.rejected_cameras["cam-02"]
@@ -112,7 +126,7 @@ def test_a_typo_at_the_top_is_fatal_and_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_edge_settings(p)
     assert str(p) in str(err.value) and "status_intervall_s" in str(err.value)
-    p = write(tmp_path, "device_id: edge-01\nbroker: {password: \"${T_NOT_SET_ANYWHERE}\"}\n")
+    p = write(tmp_path, 'device_id: edge-01\nbroker: {password: "${T_NOT_SET_ANYWHERE}"}\n')
     with pytest.raises(ConfigError, match="T_NOT_SET_ANYWHERE is not set"):
         load_edge_settings(p)
     p = write(tmp_path, "device_id: edge-01\nbroker: {password: pw}\ndetector: {type: onnx\n")
@@ -138,8 +152,18 @@ def test_docs_describe_every_setting() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "edge.md").read_text(encoding="utf-8")
     missing = [
         f"{m.__name__}.{name}"
-        for m in (EdgeSettings, BrokerSettings, OutboxSettings, EvidenceSettings, MotionSettings,
-                  TrackingSettings, CameraOptions, SerialInput, MqttInput, SimulatedInput)
+        for m in (
+            EdgeSettings,
+            BrokerSettings,
+            OutboxSettings,
+            EvidenceSettings,
+            MotionSettings,
+            TrackingSettings,
+            CameraOptions,
+            SerialInput,
+            MqttInput,
+            SimulatedInput,
+        )
         for name in m.model_fields
         if f"`{name}`" not in doc
     ]

@@ -46,8 +46,9 @@ def test_describe() -> None:
 
 
 def test_file_sampled_by_its_own_clock_and_looped(counter_video: Path) -> None:
-    src = open_source(str(counter_video), 2, SystemClock(), threading.Event(), loop=True,
-                      realtime=False)
+    src = open_source(
+        str(counter_video), 2, SystemClock(), threading.Event(), loop=True, realtime=False
+    )
     src.open()
     frames = [src.read() for _ in range(12)]  # 6 s at 2 fps from a 4 s video
     src.close()
@@ -68,8 +69,15 @@ def test_file_without_loop_ends(counter_video: Path) -> None:
 
 def test_realtime_replay_from_a_clock_origin_is_where_the_scene_is_now(counter_video: Path) -> None:
     origin = datetime.now(UTC) - timedelta(seconds=4 * 3 + 2.5)  # 3 loops and 2.5 s ago
-    src = open_source(str(counter_video), 2, SystemClock(), threading.Event(), loop=True,
-                      realtime=True, origin=origin)
+    src = open_source(
+        str(counter_video),
+        2,
+        SystemClock(),
+        threading.Event(),
+        loop=True,
+        realtime=True,
+        origin=origin,
+    )
     src.open()
     started = time.monotonic()
     first = src.read()

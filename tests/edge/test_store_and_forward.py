@@ -57,13 +57,17 @@ def outbox_rows(path: Path) -> int:
 
 
 def sensor_yaml(tmp_path: Path, site: Site, port: int, tty: str) -> Path:
-    return edge_yaml(tmp_path, site, port, [], sensors=[SENSOR],
-                     sensor_inputs=[{"type": "serial", "port": tty}])
+    return edge_yaml(
+        tmp_path, site, port, [], sensors=[SENSOR], sensor_inputs=[{"type": "serial", "port": tty}]
+    )
 
 
 @pytest.mark.slow
 def test_broker_outage_every_event_arrives_in_order_none_twice_at_the_dispatcher(
-    tmp_path: Path, site: Site, mosquitto: MosquittoServer, listen: ListenerFactory,
+    tmp_path: Path,
+    site: Site,
+    mosquitto: MosquittoServer,
+    listen: ListenerFactory,
     make_dispatcher: Callable[..., object],
 ) -> None:
     """Only the dispatcher subscribes to the events (another subscriber would hide a broker that
@@ -75,8 +79,9 @@ def test_broker_outage_every_event_arrives_in_order_none_twice_at_the_dispatcher
 
     def stored_seqs() -> list[int]:
         with dispatcher.engine.connect() as conn:  # type: ignore[attr-defined]
-            rows = conn.execute(text(
-                "SELECT seq FROM events WHERE source_id = 'tilt-t1' ORDER BY rowid"))
+            rows = conn.execute(
+                text("SELECT seq FROM events WHERE source_id = 'tilt-t1' ORDER BY rowid")
+            )
             return [int(r[0]) for r in rows]
 
     stop_writing = threading.Event()
@@ -103,8 +108,15 @@ def test_broker_outage_every_event_arrives_in_order_none_twice_at_the_dispatcher
             stop_writing.set()
             writer.join()
             time.sleep(0.5)  # the last readings still in the line
-            wait_until(lambda: agent.outbox is not None and agent.outbox.depth == 0
-                       and agent.publisher is not None and agent.publisher.in_flight == 0, 90)
+            wait_until(
+                lambda: (
+                    agent.outbox is not None
+                    and agent.outbox.depth == 0
+                    and agent.publisher is not None
+                    and agent.publisher.in_flight == 0
+                ),
+                90,
+            )
             last_seq = agent.outbox.last_seq
         finally:
             stop_writing.set()
@@ -114,13 +126,17 @@ def test_broker_outage_every_event_arrives_in_order_none_twice_at_the_dispatcher
         time.sleep(0.5)
     seqs = stored_seqs()
     assert sorted(seqs) == list(range(1, last_seq + 1)), (
-        f"missing at the dispatcher: {sorted(set(range(1, last_seq + 1)) - set(seqs))}")
+        f"missing at the dispatcher: {sorted(set(range(1, last_seq + 1)) - set(seqs))}"
+    )
     assert seqs == sorted(seqs), "the dispatcher received events out of order"
 
 
 @pytest.mark.slow
 def test_sigkill_keeps_unacknowledged_events_and_the_last_will_marks_offline(
-    tmp_path: Path, site: Site, mosquitto: MosquittoServer, listen: ListenerFactory,
+    tmp_path: Path,
+    site: Site,
+    mosquitto: MosquittoServer,
+    listen: ListenerFactory,
 ) -> None:
     listener = listen(persistent=True)
     clear_retained(listener)
@@ -128,8 +144,12 @@ def test_sigkill_keeps_unacknowledged_events_and_the_last_will_marks_offline(
     log_file = (tmp_path / "agent.log").open("ab")
 
     def start_agent(path: Path) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "simulators.cli", "edge", "run", str(path)],
-                                env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "simulators.cli", "edge", "run", str(path)],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
 
     with pty_line() as (master, tty):
         path = sensor_yaml(tmp_path, site, mosquitto.port, tty)
@@ -151,8 +171,7 @@ def test_sigkill_keeps_unacknowledged_events_and_the_last_will_marks_offline(
             states = [e.state for e in sorted(listener.events, key=lambda e: e.seq)]
             assert states[:10] == ["new", "cleared"] * 5
             n_status = len(listener.statuses)
-            wait_until(lambda: listener.statuses[n_status:]
-                       and listener.statuses[-1].online, 15)
+            wait_until(lambda: listener.statuses[n_status:] and listener.statuses[-1].online, 15)
             proc.kill()  # no clean goodbye: the broker publishes the last will
             proc.wait(10)
             wait_until(lambda: not listener.statuses[-1].online, 15)
@@ -164,19 +183,28 @@ def test_sigkill_keeps_unacknowledged_events_and_the_last_will_marks_offline(
 
 
 def test_events_no_one_subscribed_to_are_kept_until_a_dispatcher_subscribes(
-    tmp_path: Path, site: Site,
+    tmp_path: Path,
+    site: Site,
 ) -> None:
     """Mosquitto PUBACKs a publish that matches no subscription ("No matching subscribers") and
     drops it: the outbox must keep such events and replay them once someone listens."""
-    broker = MosquittoServer(tmp_path / "broker", site_accounts(site),
-                             BrokerOptions(port=free_port()))
+    broker = MosquittoServer(
+        tmp_path / "broker", site_accounts(site), BrokerOptions(port=free_port())
+    )
     broker.start()
     got: list[Event] = []
-    consumer = BusClient(BusSettings(
-        client_id="t-late-dispatcher", port=broker.port, username="dispatcher",
-        password=site.broker.dispatcher_password.get_secret_value()))
-    consumer.subscribe(topics.shared(topics.all_edge("event"), "late"),
-                       lambda d: got.append(Event.from_json(d.payload)))
+    consumer = BusClient(
+        BusSettings(
+            client_id="t-late-dispatcher",
+            port=broker.port,
+            username="dispatcher",
+            password=site.broker.dispatcher_password.get_secret_value(),
+        )
+    )
+    consumer.subscribe(
+        topics.shared(topics.all_edge("event"), "late"),
+        lambda d: got.append(Event.from_json(d.payload)),
+    )
     try:
         with pty_line() as (master, tty):
             agent = EdgeAgent(load_edge_settings(sensor_yaml(tmp_path, site, broker.port, tty)))
@@ -187,7 +215,9 @@ def test_events_no_one_subscribed_to_are_kept_until_a_dispatcher_subscribes(
                     os.write(master, b"tilt-t1 20\n" if i % 2 == 0 else b"tilt-t1 1\n")
                     time.sleep(0.05)
                 assert agent.publisher is not None and agent.outbox is not None
-                wait_until(lambda: agent.publisher is not None and agent.publisher.unrouted >= 6, 15)
+                wait_until(
+                    lambda: agent.publisher is not None and agent.publisher.unrouted >= 6, 15
+                )
                 assert agent.outbox.depth == 6  # nothing deleted on a PUBACK that routed nowhere
                 consumer.start(wait_s=10)
                 wait_until(lambda: len({e.seq for e in got}) == 6, 40)

@@ -28,18 +28,45 @@ BOX = (0.4, 0.6, 0.6, 0.85)
 def truth(appear: float = 3.0) -> SceneTruth:
     spec = _spec(PLANS[0])
     return SceneTruth(
-        video="cam-01.mp4", width=640, height=360, fps=5, frames=150, duration_s=LOOP_S, seed=1,
-        background="street-garbage/test/x.jpg", spec=spec,
-        objects=[TruthObject(id=0, class_name="garbage", box=BOX, appear_s=appear,
-                             disappear_s=appear + REMOVED_AFTER_S, source="x")],
+        video="cam-01.mp4",
+        width=640,
+        height=360,
+        fps=5,
+        frames=150,
+        duration_s=LOOP_S,
+        seed=1,
+        background="street-garbage/test/x.jpg",
+        spec=spec,
+        objects=[
+            TruthObject(
+                id=0,
+                class_name="garbage",
+                box=BOX,
+                appear_s=appear,
+                disappear_s=appear + REMOVED_AFTER_S,
+                source="x",
+            )
+        ],
     )
 
 
-def event(at_s: float, box: tuple[float, float, float, float] = BOX, kind: str = "garbage",
-          state: str = "new") -> Event:
-    return Event(event_id=uuid.uuid4(), device_id="edge-01", source_id="cam-01",
-                 source_type="camera", kind=kind, state=state, seq=1,  # type: ignore[arg-type]
-                 ts=ORIGIN + timedelta(seconds=at_s), bbox=box)
+def event(
+    at_s: float,
+    box: tuple[float, float, float, float] = BOX,
+    kind: str = "garbage",
+    state: str = "new",
+) -> Event:
+    return Event(
+        event_id=uuid.uuid4(),
+        device_id="edge-01",
+        source_id="cam-01",
+        source_type="camera",
+        kind=kind,
+        state=state,
+        seq=1,  # type: ignore[arg-type]
+        ts=ORIGIN + timedelta(seconds=at_s),
+        bbox=box,
+    )
 
 
 def test_the_schedule_lets_the_worker_find_the_street_clean_before_the_camera_clears_it() -> None:
