@@ -104,7 +104,6 @@ class PrintSink:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.seq = 0
-        self.events: list[Event] = []
         self._lock = threading.Lock()
 
     def print(self, topic: str, message: Message) -> None:
@@ -117,7 +116,6 @@ class PrintSink:
         with self._lock:
             self.seq += 1
             event = build(self.seq)
-            self.events.append(event)
         self.print(topic, event)
         return event
 
@@ -214,17 +212,7 @@ class EdgeAgent:
         for cam_id, message in self._camera_errors.items():
             log.error("camera %s left out: %s", cam_id, message, extra={"camera_id": cam_id})
         self._reconcile()
-        for i, cfg in enumerate(self.settings.sensor_inputs):
-            reader = make_reader(
-                cfg,
-                list(self._sensors.values()),
-                self._on_reading,
-                self._input_error_setter(i),
-                self.clock,
-                client_id=f"edge-{self.device_id}-sensors-{i}",
-            )
-            self._readers.append(reader)
-            reader.start()
+        self._start_readers()
         if self.bus is not None and self.publisher is not None:
             self.publisher.start()
             self.bus.start()
@@ -239,11 +227,29 @@ class EdgeAgent:
             extra={"device_id": self.device_id},
         )
 
+    def _start_readers(self) -> None:
+        for i, cfg in enumerate(self.settings.sensor_inputs):
+            reader = make_reader(
+                cfg,
+                list(self._sensors.values()),
+                self._on_reading,
+                self._input_error_setter(i),
+                self.clock,
+                client_id=f"edge-{self.device_id}-sensors-{i}",
+            )
+            self._readers.append(reader)
+            reader.start()
+
+    def _stop_readers(self) -> None:
+        for reader in self._readers:
+            reader.stop()
+        self._readers.clear()
+        self._input_errors.clear()
+
     def stop(self) -> None:
         """Stop cleanly: cameras and readers, an offline status, then the connection."""
         self._stop.set()
-        for reader in self._readers:
-            reader.stop()
+        self._stop_readers()
         for worker in self.workers.values():
             worker.stop()
         for t in self._threads:
@@ -354,6 +360,12 @@ class EdgeAgent:
             message = f"reload: device_id changed to {loaded.settings.device_id!r}; restart needed"
             self.note_error(message)
             raise ConfigError(self.loaded.path, [message])
+        inputs_changed = (loaded.settings.sensor_inputs, loaded.settings.sensors) != (
+            self.settings.sensor_inputs,
+            self.settings.sensors,
+        )
+        if inputs_changed:
+            self._stop_readers()
         self.loaded = loaded
         self.settings = loaded.settings
         self._camera_errors = dict(loaded.rejected_cameras)
@@ -367,6 +379,8 @@ class EdgeAgent:
             else self.settings.status_interval_s
         )
         self._reconcile(restart_ended=True)
+        if inputs_changed:
+            self._start_readers()
         return f"reloaded {self.loaded.path}: {len(self.workers)} cameras running"
 
     # -- bus handlers (network thread: hand work to the control thread) ----------------
@@ -536,7 +550,10 @@ class EdgeAgent:
         with self._sensor_lock:
             sensor = self._sensors.get(reading.sensor_id)
             if sensor is None:
-                if reading.sensor_id not in self._unknown_sensors:
+                if (
+                    reading.sensor_id not in self._unknown_sensors
+                    and len(self._unknown_sensors) < 1000
+                ):
                     self._unknown_sensors.add(reading.sensor_id)
                     self.note_error(f"reading for unknown sensor {reading.sensor_id!r} ignored")
                 return

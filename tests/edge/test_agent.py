@@ -4,7 +4,9 @@ events with evidence and position, zones and masks, live config, commands, bad i
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -275,15 +277,36 @@ def test_commands_verify_snapshot_and_reload(
         assert missing.outcome == "error" and "cam-nope" in missing.detail  # type: ignore[attr-defined]
         snap = ask(command("snapshot", "cam-pile"))
         assert snap.outcome == "done" and snap.snapshot is not None  # type: ignore[attr-defined]
-        # reload: a third camera appears without a restart
+        # reload: a third camera and a sensor on a serial line appear without a restart
+        master, slave = os.openpty()
         doc = yaml.safe_load(path.read_text())
         doc["cameras"].append(camera("cam-new", dark, loop=True))
+        doc["sensors"] = [
+            {
+                "id": "tilt-r1",
+                "device": "edge-01",
+                "kind": "manhole_tilt",
+                "measure": "tilt_deg",
+                "position": {"lat": 39.957, "lon": 116.417},
+                "threshold": 15,
+                "clear_below": 5,
+                "debounce_seconds": 0,
+            }
+        ]
+        doc["sensor_inputs"] = [{"type": "serial", "port": os.ttyname(slave)}]
         path.write_text(yaml.safe_dump(doc))
         reloaded = ask(command("reload"))
         assert reloaded.outcome == "done"  # type: ignore[attr-defined]
         wait_until(
             lambda: "cam-new" in agent.workers and agent.workers["cam-new"].counters.samples > 0, 10
         )
+        try:
+            time.sleep(0.5)  # the reader opens the line
+            os.write(master, b"tilt-r1 40\n")
+            wait_until(lambda: [e.state for e in listener.camera_events("tilt-r1")] == ["new"], 10)
+        finally:
+            os.close(master)
+            os.close(slave)
         # a typo: the reload is refused, everything keeps running
         path.write_text(path.read_text().replace("status_interval_s", "status_intervall_s"))
         refused = ask(command("reload"))
