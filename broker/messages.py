@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal, Self
 from uuid import UUID
 
@@ -41,11 +42,28 @@ class MessageError(ValueError):
 class Message(BaseModel):
     """Base of all bus messages: a ``schema`` name and a version ``v``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # JSON has no NaN or Infinity (RFC 8259); a reading of NaN would be stored as null.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
     SCHEMA: ClassVar[str]
 
     schema_: str = Field(alias="schema", description="message type, e.g. gw.event")
     v: Literal[1] = Field(default=1, description="schema version")
+
+    @model_validator(mode="after")
+    def _times_fit_utc(self) -> Self:
+        """A time whose offset pushes it outside the years 1-9999 in UTC (``0001-01-01T00:00
+        +14:00``) parses but cannot be stored or compared: refuse it by name."""
+        for name, value in self:
+            if isinstance(value, datetime):
+                try:
+                    value.astimezone(UTC)
+                except OverflowError:
+                    raise ValueError(
+                        f"{name}: {value.isoformat()} is out of range in UTC"
+                    ) from None
+        return self
 
     def to_json(self) -> bytes:
         """Serialize with the wire names (``schema``, not ``schema_``)."""
@@ -120,7 +138,9 @@ class Event(Message):
     source_type: Literal["camera", "sensor"]
     kind: Kind
     state: Literal["new", "update", "cleared"]
-    seq: int = Field(ge=0, description="per-device sequence number, in publishing order")
+    seq: int = Field(
+        ge=0, le=2**63 - 1, description="per-device sequence number, in publishing order"
+    )
     ts: AwareDatetime = Field(description="device time of the observation")
     track_id: str | None = Field(default=None, max_length=64)
     confidence: float | None = Field(default=None, ge=0, le=1)

@@ -28,6 +28,9 @@ HOSTILE_BYTES = [
     b'{"schema": "gw.event", "seq": 1e999}',
     b'{"schema": "gw.event", "seq": 123456789012345678901234567890}',
     b'{"schema": "gw.event", "seq": NaN}',
+    b'{"schema": "gw.event", "reading": NaN}',
+    b'{"schema": "gw.event", "reading": -Infinity}',
+    b'{"schema": "gw.event", "reading": 1e999}',
     b'"just a string"',
     b"null",
     json.dumps({"schema": "gw.event", "device_id": "../../etc/passwd"}).encode(),
@@ -90,6 +93,15 @@ def test_error_names_the_bad_field(schema: str) -> None:
     with pytest.raises(MessageError) as err:
         parse_any(json.dumps(doc))
     assert err.value.reason.startswith(field), err.value.reason
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_readings_are_refused(value: str) -> None:
+    doc = json.dumps(EXAMPLES["gw.event"])[:-1] + f', "reading": {value}}}'
+    with pytest.raises(MessageError, match="reading"):
+        parse_any(doc)
+    with pytest.raises(MessageError, match="reading"):
+        Event.from_json(doc)
 
 
 def test_unknown_fields_and_schemas_are_refused_by_name() -> None:
