@@ -357,6 +357,7 @@ class Rig:
         site: SiteOptions = SiteOptions(),
         influx: InfluxServer | None = None,
         dispatcher_env: Mapping[str, str] | None = None,
+        autosave_on_changes: bool = False,
     ) -> None:
         self.folder = folder.resolve()
         (self.folder / "logs").mkdir(parents=True, exist_ok=True)
@@ -375,7 +376,7 @@ class Rig:
         self.broker = MosquittoServer(
             self.folder / "broker",
             site_accounts(self.site),
-            BrokerOptions(port=self.site.broker.port),
+            BrokerOptions(port=self.site.broker.port, autosave_on_changes=autosave_on_changes),
         )
         self._own_influx = influx is None
         self.influx = influx or InfluxServer(self.folder / "influxdb")

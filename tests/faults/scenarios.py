@@ -274,18 +274,27 @@ def broker_killed_behind(
     before_s: float = 4,
     after_s: float = 4,
     per_s: float = 6,
+    autosave_on_changes: bool = False,
 ) -> Outcome:
     """The worst moment for a broker crash: the dispatcher is down, so events PUBACKed to the
     devices wait in the broker's memory for its session; Mosquitto saves that memory every
     ``autosave_interval`` (1 s), and a SIGKILL loses what arrived since the last save."""
     started = time.monotonic()
+    saving = "after every change" if autosave_on_changes else "every 1 s"
     out = Outcome(
-        "Mosquitto SIGKILL, dispatcher down",
-        f"dispatcher down for {backlog_s:.0f} s (events queue in the broker), then the broker "
-        f"killed and restarted {down_s:.0f} s later, then the dispatcher; {per_s:g} events/s",
+        "Mosquitto SIGKILL, dispatcher down"
+        + (" (autosave_on_changes)" if autosave_on_changes else ""),
+        f"dispatcher down for {backlog_s:.0f} s (events queue in the broker, saved {saving}), "
+        f"then the broker killed and restarted {down_s:.0f} s later, then the dispatcher; "
+        f"{per_s:g} events/s",
         Counts(),
     )
-    with Rig(folder, site=SiteOptions(sensors_per_node=4), influx=influx) as rig:
+    with Rig(
+        folder,
+        site=SiteOptions(sensors_per_node=4),
+        influx=influx,
+        autosave_on_changes=autosave_on_changes,
+    ) as rig:
         rig.start()
         rig.wait_nodes_online()
         assert rig.dispatcher is not None
@@ -865,6 +874,9 @@ SCENARIOS: dict[str, Callable[..., Outcome]] = {
     "in-a-row": faults_in_a_row,
     "broker": broker_killed,
     "broker-behind": broker_killed_behind,
+    "broker-behind-durable": lambda folder, influx, **kw: broker_killed_behind(
+        folder, influx, autosave_on_changes=True, **kw
+    ),
     "dispatcher": dispatcher_killed,
     "influx": influx_down,
     "edge": edge_killed,
