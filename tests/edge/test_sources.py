@@ -3,6 +3,8 @@ image folders, bad files."""
 
 from __future__ import annotations
 
+import http.server
+import socketserver
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,14 +14,17 @@ import cv2
 import numpy as np
 import pytest
 
+from broker.mosquitto import free_port
 from config.clock import SystemClock
 from edge.sources import (
     CorruptFrame,
     SourceEnded,
     SourceError,
+    StreamSource,
     describe,
     open_source,
 )
+from tests.conftest import wait_until
 
 FPS = 10
 
@@ -116,3 +121,87 @@ def test_missing_and_unreadable_sources(tmp_path: Path) -> None:
         open_source(str(empty), 2, SystemClock(), stop).open()
     with pytest.raises(SourceError, match="usb:N"):
         open_source("usb:x", 2, SystemClock(), stop)
+
+
+class MjpegServer:
+    """A camera's HTTP MJPEG stream (multipart JPEG) on a loopback port, stoppable and
+    restartable on the same port, as a real IP camera that reboots."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.alive = threading.Event()
+        self.server: socketserver.ThreadingTCPServer | None = None
+
+    def start(self) -> None:
+        alive = self.alive
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                k = 0
+                while alive.is_set():
+                    _, buf = cv2.imencode(".jpg", np.full((120, 160, 3), 5 * (k % 50), np.uint8))
+                    head = (
+                        f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {buf.size}\r\n\r\n"
+                    )
+                    try:
+                        self.wfile.write(head.encode() + buf.tobytes() + b"\r\n")
+                    except OSError:
+                        return
+                    k += 1
+                    time.sleep(0.05)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.alive.set()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.alive.clear()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+
+def test_a_lost_http_stream_is_reported_and_reconnected(fake_model: Path) -> None:
+    from edge.camera import CameraWorker, DetectorPool
+    from edge.settings import EdgeCamera, EdgeSettings
+    from tests.edge.conftest import camera
+
+    server = MjpegServer()
+    server.start()
+    settings = EdgeSettings.model_validate({"device_id": "edge-01", "broker": {"password": "x"}})
+    cam = EdgeCamera.model_validate(
+        {
+            "device": "edge-01",
+            **camera("cam-ip", server.url, sample_fps=5, reconnect_min_s=0.2, reconnect_max_s=1.0),
+        }
+    )
+    detector = {"type": "onnx", "model": str(fake_model), "threads": 1}
+    worker = CameraWorker(cam, settings, detector, DetectorPool(), lambda b: None, SystemClock())
+    worker.start()
+    try:
+        wait_until(lambda: worker.counters.samples >= 5 and worker.state == "ok", 15)
+        assert isinstance(worker.source, StreamSource)
+        server.stop()  # the camera reboots
+        wait_until(lambda: worker.state == "reconnecting", 20)
+        assert worker.error is not None
+        assert "stream" in worker.error or "cannot open" in worker.error
+        samples = worker.counters.samples
+        server.start()
+        wait_until(lambda: worker.counters.samples > samples + 5, 20)
+        assert worker.counters.reconnects >= 1 and worker.state == "ok"
+    finally:
+        worker.stop()
+        server.stop()
