@@ -204,6 +204,14 @@ def stage_videos(site: Site, folder: Path) -> dict[str, tuple[Path, SceneTruth]]
     }
 
 
+def fresh_outbox(folder: Path) -> Path:
+    """An empty outbox location: a demo run starts with new devices, not an earlier run's queue."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("outbox.sqlite*"):
+        old.unlink()
+    return folder / "outbox.sqlite"
+
+
 def write_edge_configs(
     site: Site,
     site_file: Path,
@@ -236,7 +244,7 @@ def write_edge_configs(
         doc = {
             "device_id": d.id,
             "broker": {"host": "127.0.0.1", "port": broker_port, "password": f"${{{env_name}}}"},
-            "outbox": {"path": str(folder / d.id / "outbox.sqlite")},
+            "outbox": {"path": str(fresh_outbox(folder / d.id))},
             "detector": {"type": "onnx", "model": str(model), "threads": 1},
             "status_interval_s": 5,
             "site": str(site_file.resolve()),
@@ -483,7 +491,7 @@ def write_node_configs(
         doc = {
             "device_id": d.id,
             "broker": {"host": "127.0.0.1", "port": broker_port, "password": f"${{{env_name}}}"},
-            "outbox": {"path": str(folder / d.id / "outbox.sqlite")},
+            "outbox": {"path": str(fresh_outbox(folder / d.id))},
             "status_interval_s": 5,
             "site": str(site_file.resolve()),
             "sensor_inputs": [{"type": "simulated", "seed": i + 1, "problem_rate_per_min": 1.5}],
