@@ -75,7 +75,7 @@ class CameraPlan:
 # sees the staged object (confidence >= 0.45, IoU >= 0.3) and nothing above 0.3 in the empty
 # street. So the demo's report measures the system (sampling, gate, tracking, confirmation,
 # outbox, verification) on scenes the model can see, not the model's recall; models/ measures
-# that. The seeds below pass for the interim model gw-det-yolov8s-320-int8-20261124.
+# that. The seeds below pass for the interim model gw-det-yolov8s-320-int8-e4-20261124.
 PLANS: tuple[CameraPlan, ...] = (
     CameraPlan("garbage", 3.0, (0.50, 0.72), 0.22, 14, transient_at=20.0),
     CameraPlan("manhole_missing", 4.0, (0.50, 0.78), 0.16, 25),
