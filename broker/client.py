@@ -100,7 +100,11 @@ class Published:
     _info: mqtt.MQTTMessageInfo = field(repr=False)
 
     def done(self) -> bool:
-        return self._info.is_published()
+        # paho's is_published() raises for a message published while disconnected, although
+        # paho keeps it queued and sends it on reconnect; read the flag its PUBACK handler sets.
+        info = self._info
+        with info._condition:
+            return bool(info._published)
 
 
 # MQTT v5 PUBACK reason code 0x10: accepted, but no subscription matched (not a failure).
