@@ -107,6 +107,46 @@ def sim_devices(
         typer.echo(f"devices sent {sum(s.sent for s in sims)} events")
 
 
+@sim_app.command("load")
+def sim_load(
+    state: Annotated[Path, typer.Option(help="state folder for this run")] = Path("state/load"),
+    duration: Annotated[float, typer.Option(help="seconds of load")] = 600,
+    cameras: Annotated[int, typer.Option(help="cameras (2 per edge box)")] = 1000,
+    sensors: Annotated[int, typer.Option(help="sensors (2 per sensor node)")] = 1000,
+    burst_factor: Annotated[float, typer.Option(help="how much busier the burst minute is")] = 10,
+    seed: Annotated[int, typer.Option(help="random seed")] = 1,
+    write_docs: Annotated[
+        bool, typer.Option("--write-docs", help="put the figures into docs/reliability.md")
+    ] = False,
+) -> None:
+    """Load test: simulated cameras and sensors against one dispatcher on loopback.
+
+    Starts Mosquitto, InfluxDB and the dispatcher, runs every device on its own connection
+    for DURATION seconds with a burst minute in the middle, and reports events/s, loss,
+    tickets, latency p50/p99 and every process's memory and CPU (see docs/reliability.md).
+    """
+    from config.logs import setup_logging
+    from simulators.load import LoadPlan, load_markdown, machine, run_load, write_docs_section
+
+    setup_logging("WARNING")
+    plan = LoadPlan(
+        edge_boxes=max(1, cameras // 2),
+        sensor_nodes=max(1, sensors // 2),
+        duration_s=duration,
+        burst_at_s=duration * 0.45,
+        burst_s=min(60, duration / 5),
+        burst_factor=burst_factor,
+        seed=seed,
+    )
+    results = run_load(state, plan, say=typer.echo)
+    text = load_markdown(results, machine())
+    typer.echo(text)
+    if write_docs:
+        typer.echo(f"wrote {write_docs_section('load', text)}")
+    if results["events_lost"] or results["tickets_made_for_them"] < results["tickets_expected"]:
+        raise typer.Exit(1)
+
+
 @sim_app.command("workers")
 def sim_workers(
     site: Annotated[Path, typer.Option(envvar="GW_SITE", help="site YAML file")],
