@@ -122,3 +122,71 @@ def test_yaml_alias_bomb_is_refused(folder: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="aliases expand"):
         load_site(path)
+
+
+EDGE_DOC: dict[str, Any] = {
+    "device_id": "edge-01",
+    "broker": {"host": "127.0.0.1", "port": 1883, "password": "pw"},
+    "outbox": {"path": "outbox.sqlite", "max_messages": 1000, "window": 20},
+    "status_interval_s": 15,
+    "cameras": [
+        {
+            "id": "cam-01",
+            "name": "gate",
+            "position": {"lat": 39.9, "lon": 116.4},
+            "source": "videos/a.mp4",
+            "zones": [[[0, 0.5], [1, 0.5], [1, 1], [0, 1]]],
+            "classes": {"garbage": {"min_confidence": 0.5, "keep_confidence": 0.3}},
+            "ground_plane": {
+                "image": [[0.05, 0.98], [0.95, 0.98], [0.75, 0.4], [0.25, 0.4]],
+                "geo": [
+                    {"lat": 39.95622, "lon": 116.41644},
+                    {"lat": 39.95622, "lon": 116.41656},
+                    {"lat": 39.9564, "lon": 116.4166},
+                    {"lat": 39.9564, "lon": 116.4164},
+                ],
+            },
+        }
+    ],
+    "sensors": [
+        {
+            "id": "mh-1",
+            "device": "edge-01",
+            "kind": "manhole_tilt",
+            "measure": "tilt_deg",
+            "threshold": 15,
+            "clear_below": 5,
+            "position": {"lat": 39.9, "lon": 116.4},
+        }
+    ],
+    "sensor_inputs": [{"type": "serial", "port": "/dev/ttyUSB0"}],
+}
+
+
+@fuzz(40)
+@given(mutated_doc(EDGE_DOC))
+def test_edge_file_with_one_thing_broken(folder: Path, case: tuple[dict[str, Any], str]) -> None:
+    """The edge loader: a broken camera entry is set aside with its reason; anything else
+    broken is a ConfigError naming the file."""
+    from edge.settings import load_edge_settings
+
+    doc, _where = case
+    path = folder / "edge.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    TRIED["config files"] += 1
+    try:
+        loaded = load_edge_settings(path)
+    except ConfigError as exc:
+        assert exc.problems and "edge.yaml" in str(exc)
+        return
+    assert all("edge.yaml" in reason for reason in loaded.rejected_cameras.values())
+
+
+@fuzz(40)
+@given(st.text(max_size=300) | json_values.map(lambda d: yaml.safe_dump(d)))
+def test_any_text_as_edge_file(folder: Path, text: str) -> None:
+    from edge.settings import load_edge_settings
+
+    path = folder / "edge.yaml"
+    path.write_text(text, encoding="utf-8")
+    expect_load_or_config_error(path, load_edge_settings)
