@@ -356,7 +356,8 @@ def parse_any(payload: bytes | str) -> Message:
     schema = doc.get("schema")
     model = MESSAGE_TYPES.get(schema) if isinstance(schema, str) else None
     if model is None:
-        raise MessageError(f"unknown schema {schema!r}")
+        shown = repr(schema) if len(repr(schema)) <= 80 else repr(schema)[:77] + "..."
+        raise MessageError(f"unknown schema {shown}")
     try:
         return model.model_validate(doc)
     except ValidationError as exc:

@@ -35,6 +35,8 @@ class Counts:
     events_received: int = 0
     events_lost: int = 0
     events_evicted: int = 0
+    events_out_of_order: int = 0
+    events_retimed: int = 0
     tickets_expected: int = 0
     tickets_made: int = 0
     tickets_duplicated: int = 0
@@ -160,6 +162,8 @@ class Ledger:
             c.events_lost += max(0, len(missing) - evicted)
             if missing:
                 c.lost_seqs[device_id] = missing
+        c.events_out_of_order = out_of_order(self.device_events())
+        c.events_retimed = sum(1 for e in self.device_events() if e["ts_source"] != "device")
         ticket_rows = self.tickets_by_source()
         for source, evs in by_source.items():
             episodes = episodes_of(evs)
@@ -176,6 +180,19 @@ class Ledger:
         c.pushes_lost = len(expected - set(seen))
         c.pushes_redelivered = sum(n - 1 for n in seen.values())
         return c
+
+
+def out_of_order(device_events: list[Any]) -> int:
+    """Events the dispatcher took in after a later event of the same device (by ``seq``):
+    the device's order was not kept on the way."""
+    late = 0
+    newest: dict[str, int] = {}
+    for e in sorted(device_events, key=lambda r: (r["received_at"], int(r["seq"]))):
+        d, seq = str(e["device_id"]), int(e["seq"])
+        if seq < newest.get(d, 0):
+            late += 1
+        newest[d] = max(newest.get(d, 0), seq)
+    return late
 
 
 def episodes_of(source_events: list[Any]) -> int:

@@ -46,6 +46,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     drained: bool = False
+    repaired: bool = True  # False: nothing breaks and is repaired (no recovery time)
 
     @property
     def ok(self) -> bool:
@@ -150,6 +151,8 @@ def standard_checks(out: Outcome, *, every_reading_stored: bool = True) -> None:
     out.checks["zero duplicate tickets"] = c.tickets_duplicated == 0
     out.checks["every alarm made its ticket"] = c.tickets_missing == 0
     out.checks["every push delivered"] = c.pushes_lost == 0
+    out.checks["events arrive in the device's order"] = c.events_out_of_order == 0
+    out.checks["right clocks keep their event times"] = c.events_retimed == 0
     out.checks["drained"] = out.drained
 
 
@@ -166,6 +169,11 @@ def _finish(rig: Rig, out: Outcome, started: float) -> Outcome:
     )
     if out.counts.lost_seqs:
         out.notes.append(f"lost seqs: {out.counts.lost_seqs}")
+    if out.counts.events_out_of_order:
+        out.notes.append(
+            f"events taken in after a later event of the same device: "
+            f"{out.counts.events_out_of_order}"
+        )
     out.seconds = time.monotonic() - started
     return out
 
@@ -785,7 +793,7 @@ def clock_skew(folder: Path, influx: InfluxServer, *, rounds: int = 3) -> Outcom
                         node.flip(sensor_id)
             time.sleep(1.5)
         out.drained = drain(rig, 60) is not None
-        out.recovery_s = None
+        out.repaired = False
         with Ledger(rig) as ledger:
             evs = ledger.device_events()
             skew_ok, skew_detail = _skew_checks(ledger, evs)

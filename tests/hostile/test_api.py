@@ -170,7 +170,7 @@ def run_schemathesis(api: Api, username: str, examples: int) -> tuple[int, list[
     return cases, sorted(set(failures))
 
 
-@pytest.mark.parametrize("username", ["admin", "w01", "sup-s1"])
+@pytest.mark.parametrize("username", ["admin", "w01", "sup-s1"] if SCALE > 1 else ["admin", "w01"])
 def test_generated_requests_get_no_500_and_match_the_schema(api: Api, username: str) -> None:
     cases, failures = run_schemathesis(api, username, examples=4 * SCALE)
     TRIED["api requests (schemathesis)"] += cases
@@ -458,7 +458,7 @@ def test_forwarded_for_from_an_untrusted_peer_does_not_reset_the_lock(api: Api) 
 )
 def test_guesses_spread_over_many_addresses_are_limited_per_account(api: Api) -> None:
     codes: list[int] = []
-    for host in range(1, 7):
+    for host in range(1, 6):
         attacker = from_address(api, f"127.0.13.{host}")
         for i in range(4):
             codes.append(
@@ -467,4 +467,4 @@ def test_guesses_spread_over_many_addresses_are_limited_per_account(api: Api) ->
                 ).status_code
             )
     TRIED["login attempts"] += len(codes)
-    assert 429 in codes, f"{len(codes)} wrong passwords for w04 from 6 addresses, none refused"
+    assert 429 in codes, f"{len(codes)} wrong passwords for w04 from 5 addresses, none refused"

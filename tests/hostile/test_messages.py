@@ -32,6 +32,7 @@ HOSTILE_BYTES = [
     b'{"schema": "gw.event", "reading": -Infinity}',
     b'{"schema": "gw.event", "reading": 1e999}',
     b'"just a string"',
+    json.dumps({"schema": "A" * 70_000}).encode(),
     b"null",
     json.dumps({"schema": "gw.event", "device_id": "../../etc/passwd"}).encode(),
     json.dumps({"schema": "gw.event", "device_id": "edge-01\u0000"}).encode(),
