@@ -1,10 +1,13 @@
 """Event intake: parse, de-duplicate on event_id, merge into incidents, open and assign tickets.
 
 Deliveries arrive on the MQTT network thread and are queued; one intake thread takes them in
-batches, processes a batch in one transaction (each event in its own savepoint, so one bad
-event cannot spoil the others), commits, and only then acknowledges them to the broker. A
-crash before the commit means the broker redelivers, and the ``event_id`` key makes the
-redelivery harmless.
+batches, processes a batch in one transaction, commits, and only then acknowledges them to
+the broker. A crash before the commit means the broker redelivers, and the ``event_id`` key
+makes the redelivery harmless. If any event of a batch fails, the transaction is rolled back
+and the batch redone with one savepoint per event, so the bad one is dead-lettered alone.
+Within a batch the incidents of the events' tracks are read once up front and re-sightings
+by known tracks are written together at the end (a handful of statements per new problem,
+about one per repeat sighting).
 
 Merging is a read-then-write (find the open incident near this one, else open one), so it
 runs under locks: SQLite's BEGIN IMMEDIATE serialises writers; on PostgreSQL the batch first
@@ -21,6 +24,7 @@ from a device more than SKEW_TOLERANCE off is placed at its device time minus th
 from __future__ import annotations
 
 import binascii
+import collections
 import logging
 import queue
 import threading
@@ -114,6 +118,10 @@ _MERGE_LOCKS = text(
     "SELECT count(pg_advisory_xact_lock(k)) FROM "
     "(SELECT k FROM unnest(CAST(:keys AS bigint[])) AS t(k) ORDER BY k) AS sorted"
 )
+_TRY_MERGE_LOCKS = text(
+    "SELECT k FROM unnest(CAST(:keys AS bigint[])) AS t(k) WHERE pg_try_advisory_xact_lock(k)"
+)
+STUBBORN_AFTER = 3
 _STORED_EVENTS = select(events.c.event_id).where(
     events.c.event_id.in_(bindparam("b_ids", expanding=True))
 )
@@ -179,6 +187,7 @@ class IntakeStats:
     dead_letters: int = 0
     tickets_opened: int = 0
     batches: int = 0
+    deferred: int = 0
 
 
 @dataclass
@@ -193,6 +202,7 @@ class BatchContext:
     duplicates: int = 0
     dead_letters: int = 0
     opened: int = 0
+    deferred: set[int] = field(default_factory=set)  # id() of deliveries left for later
     # With ``cached`` (a batch without savepoints): the open incidents of the batch's track
     # keys, read once up front and kept current as the batch goes (key -> (incident, cleared)),
     # and re-sightings by known tracks, written together when the batch ends.
@@ -247,6 +257,8 @@ class Intake:
     def __post_init__(self) -> None:
         self.grids = GridIndex(self.site)
         self._queue: queue.Queue[Delivery] = queue.Queue()
+        self._later: collections.deque[Delivery] = collections.deque()
+        self._deferrals: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._devices = {d.id for d in self.site.devices}
@@ -281,15 +293,20 @@ class Intake:
             self._thread.join(timeout_s)
 
     def backlog(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + len(self._later)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                first = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            batch = [first]
+            batch: list[Delivery] = []
+            while self._later and len(batch) < self.batch_size:
+                batch.append(self._later.popleft())
+            if not batch:
+                try:
+                    batch.append(self._queue.get(timeout=0.2))
+                except queue.Empty:
+                    continue
+            elif self._queue.empty():
+                self._stop.wait(0.005)  # only deferred events: give the other process a moment
             while len(batch) < self.batch_size:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -396,17 +413,27 @@ class Intake:
         )
 
     # -- processing ----------------------------------------------------------------------
-    def lock(self, conn: Connection, observations: Iterable[Observation]) -> None:
-        """Take the merge locks of these observations (PostgreSQL; sorted, so no deadlock)."""
+    def lock(
+        self, conn: Connection, observations: Iterable[Observation], *, wait: bool = True
+    ) -> list[Observation]:
+        """Take the merge locks of these observations (PostgreSQL) and return those whose locks
+        are all held: every one when waiting (taken in ascending order, so no deadlock), those
+        nobody else holds when only trying."""
+        pending = list(observations)
         if not self._postgres:
-            return
-        keys: set[int] = set()
-        for o in observations:
-            keys |= merge_locks(
-                o.kind, o.lat, o.lon, self.site.categories[o.kind].merge_radius_m, o.key
-            )
-        if keys:  # one round trip, taken in ascending order
-            conn.execute(_MERGE_LOCKS, {"keys": sorted(keys)})
+            return pending
+        needs = [
+            merge_locks(o.kind, o.lat, o.lon, self.site.categories[o.kind].merge_radius_m, o.key)
+            for o in pending
+        ]
+        keys = sorted(set().union(*needs))
+        if not keys:
+            return pending
+        if wait:  # one round trip
+            conn.execute(_MERGE_LOCKS, {"keys": keys})
+            return pending
+        held = set(conn.execute(_TRY_MERGE_LOCKS, {"keys": keys}).scalars())
+        return [o for o, need in zip(pending, needs, strict=True) if need <= held]
 
     def process(self, batch: list[Delivery]) -> None:
         """Process deliveries in one transaction, then ack them.
@@ -414,7 +441,21 @@ class Intake:
         The batch first runs without savepoints (the common case: every event is fine); if any
         event raises, the whole transaction rolls back and the batch is redone with one
         savepoint per event, so the failing one is dead-lettered and the rest go through.
+
+        On PostgreSQL the merge locks are tried, not waited for: an event whose map squares
+        another dispatcher is working on right now is deferred to a later batch (not
+        acknowledged meanwhile), so two processes work in parallel instead of queueing behind
+        each other's whole batch. An event deferred STUBBORN_AFTER times is processed in a
+        transaction of its own that waits for its locks (taken in order: no deadlock).
         """
+        stubborn = [d for d in batch if self._deferrals.get(id(d), 0) >= STUBBORN_AFTER]
+        rest = [d for d in batch if self._deferrals.get(id(d), 0) < STUBBORN_AFTER]
+        if stubborn:
+            self._process(stubborn, wait=True)
+        if rest:
+            self._process(rest, wait=False)
+
+    def _process(self, batch: list[Delivery], *, wait: bool) -> None:
         received_at = self.clock.now()
         parsed: list[tuple[Delivery, Observation | str]] = []
         for d in batch:
@@ -423,30 +464,40 @@ class Intake:
             except (Rejected, MessageError) as exc:
                 parsed.append((d, str(exc)))
         try:
-            ctx = self._commit(parsed, received_at, careful=False)
+            ctx = self._commit(parsed, received_at, careful=False, wait=wait)
         except OperationalError:
             raise
         except Exception:
             log.warning("a batch of %d events failed; redoing it event by event", len(batch),
                         exc_info=True)
-            ctx = self._commit(parsed, received_at, careful=True)
-        self.stats.received += len(batch)
+            ctx = self._commit(parsed, received_at, careful=True, wait=wait)
+        done = [d for d in batch if id(d) not in ctx.deferred]
+        self.stats.received += len(done)
         self.stats.duplicates += ctx.duplicates
         self.stats.dead_letters += ctx.dead_letters
         self.stats.tickets_opened += ctx.opened
+        self.stats.deferred += len(ctx.deferred)
         self.stats.batches += 1
-        for d in batch:
+        for d in done:
             d.ack()
+            self._deferrals.pop(id(d), None)
+        for d in batch:
+            if id(d) in ctx.deferred:
+                self._deferrals[id(d)] = self._deferrals.get(id(d), 0) + 1
+                self._later.append(d)
         self.on_committed()
 
     def _commit(
         self, parsed: list[tuple[Delivery, Observation | str]], received_at: datetime,
-        careful: bool,
+        careful: bool, wait: bool = True,
     ) -> BatchContext:
         with self.engine.begin() as conn:
-            observations = [o for _, o in parsed if isinstance(o, Observation)]
-            self.lock(conn, observations)
+            candidates = [o for _, o in parsed if isinstance(o, Observation)]
+            observations = self.lock(conn, candidates, wait=wait)
             ctx = BatchContext(conn, cached=not careful)
+            ready = {id(o) for o in observations}
+            ctx.deferred = {id(d) for d, o in parsed
+                            if isinstance(o, Observation) and id(o) not in ready}
             fresh = self._fresh(conn, observations)
             if ctx.cached:
                 self._prefetch_tracks(ctx, observations)
@@ -454,6 +505,8 @@ class Intake:
             for d, o in parsed:
                 if isinstance(o, str):
                     self._dead_letter(conn, d, o, received_at, ctx)
+                    continue
+                if id(d) in ctx.deferred:
                     continue
                 if o.event_id not in fresh:
                     ctx.duplicates += 1

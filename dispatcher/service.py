@@ -91,7 +91,7 @@ class Dispatcher:
         )
         self.timers = Timers(
             self.engine, self.site, self.clock, on_committed=self.committed,
-            sweep_s=s.timer_sweep_s,
+            tick_s=s.timer_tick_s,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -118,11 +118,9 @@ class Dispatcher:
         log.info("dispatcher %s stopped", self.settings.mqtt_client_id)
 
     def committed(self) -> None:
-        """After any commit that wrote audit rows: ship pushes and points now, and re-arm
-        the timers if a ticket's next one is now the earliest."""
+        """After any commit that wrote audit rows: ship pushes and points now."""
         self.pushes.wake()
         self.metrics.wake()
-        self.timers.poke()
 
     # -- worker actions (called by the API) ----------------------------------------------
     def _own(self, row: RowMapping, worker_id: str | None) -> None:

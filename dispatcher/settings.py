@@ -43,9 +43,9 @@ class DispatcherSettings(BaseSettings):
         default=500, ge=1, le=10_000,
         description="events per intake transaction (1: one transaction per event)",
     )
-    timer_sweep_s: float = Field(
-        default=30, gt=0, le=3600,
-        description="how often timers set by other dispatcher processes are looked for",
+    timer_tick_s: float = Field(
+        default=1, gt=0, le=60,
+        description="how often the ticket store is checked for due timers and shift changes",
     )
     open311_api_key: SecretStr | None = Field(
         default=None,

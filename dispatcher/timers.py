@@ -4,9 +4,9 @@ changes; scheduled with APScheduler, kept in the ticket store.
 Each ticket row carries ``timer_at``, the time its next timer is due, recomputed by every
 transition from the ticket's state (``lifecycle.timers_of``). The store is therefore the job
 store: nothing is lost in a restart, and at start every overdue timer fires. APScheduler only
-decides when to look: one date job armed for the earliest ``timer_at`` (re-armed after every
-commit that may bring it forward), one at the next shift change, and a periodic sweep that
-catches timers set by other dispatcher processes.
+decides when to look: one interval job (every second by default) reads the earliest
+``timer_at`` (an index lookup) and fires what is due, and hands work over when a shift has
+changed; timers set by other dispatcher processes are seen as soon as by their own.
 
 Firing is idempotent: each ticket is handled in its own transaction, locked (PostgreSQL:
 ``FOR UPDATE SKIP LOCKED``, so two processes never handle one ticket at once; SQLite: the
@@ -19,10 +19,9 @@ ManualClock and call ``run_due``/``handover`` directly.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -68,78 +67,53 @@ class Timers:
         site: Site,
         clock: Clock,
         on_committed: Callable[[], None] = lambda: None,
-        sweep_s: float = 30.0,
+        tick_s: float = 1.0,
     ) -> None:
         self.engine, self.site, self.clock = engine, site, clock
         self.on_committed = on_committed
-        self.sweep_s = sweep_s
-        self._lock = threading.Lock()
-        self._armed: datetime | None = None
+        self.tick_s = tick_s
         self._postgres = engine.dialect.name == "postgresql"
         self._scheduler: BackgroundScheduler | None = None
+        self._next_shift: datetime | None = None
 
     # -- scheduling ----------------------------------------------------------------------
     def start(self) -> None:
-        """Fire what fell due while we were away, then keep watching."""
+        """Fire what fell due while we were away (the first tick runs at once), then look
+        every ``tick_s``: one fixed job, so no job is ever added or replaced while the
+        scheduler runs (that races inside APScheduler)."""
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
+        self._scheduler.add_job(self.tick, "interval", seconds=self.tick_s, id="timers",
+                                next_run_time=datetime.now(UTC))
         self._scheduler.start()
-        self._scheduler.add_job(self._safely, "interval", seconds=self.sweep_s, id="sweep",
-                                args=[self._sweep])
-        self._scheduler.add_job(self._safely, "date", id="start", args=[self._sweep],
-                                run_date=datetime.now(UTC))
-        self._arm_shift()
 
     def stop(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
 
-    def _real_time(self, at: datetime) -> datetime:
-        """When, on the wall clock, our clock will read ``at`` (they differ under test)."""
-        return datetime.now(UTC) + max(timedelta(0), at - self.clock.now())
-
-    def _safely(self, job: Callable[[], object]) -> None:
+    def tick(self) -> None:
+        """One look: hand work over if a shift changed since the last look, then fire the
+        timers that are due (an indexed MIN over ``tickets.timer_at`` when none is)."""
         try:
-            job()
+            now = self.clock.now()
+            if self._next_shift is None or self._next_shift <= now:
+                if self._next_shift is not None:
+                    self.handover(now)
+                self._next_shift = next_shift_change(self.site, now)
+            if (earliest := self.earliest()) is not None and earliest <= now:
+                self.run_due(now)
         except Exception:
-            log.exception("timer job %s failed; the sweep will retry", job.__name__)
+            log.exception("timer tick failed; the next tick retries")
 
-    def _sweep(self) -> None:
-        self.run_due()
-        self.poke(force=True)
-
-    def poke(self, force: bool = False) -> None:
-        """Re-arm the due job if the store's earliest timer is earlier than the one armed."""
-        scheduler = self._scheduler
-        if scheduler is None:
-            return
+    def earliest(self) -> datetime | None:
+        """When the store's next timer is due."""
         with self.engine.connect() as conn:
-            earliest = conn.execute(select(func.min(tickets.c.timer_at))).scalar()
-        with self._lock:
-            if earliest is None or (
-                not force and self._armed is not None and self._armed <= earliest
-            ):
-                return
-            self._armed = earliest
-            scheduler.add_job(self._safely, "date", id="due", replace_existing=True,
-                              args=[self._sweep], run_date=self._real_time(earliest))
-
-    def _arm_shift(self) -> None:
-        if self._scheduler is None:
-            return
-        at = next_shift_change(self.site, self.clock.now())
-        self._scheduler.add_job(self._safely, "date", id="shift", replace_existing=True,
-                                args=[self._shift_change], run_date=self._real_time(at))
-
-    def _shift_change(self) -> None:
-        try:
-            self.handover()
-        finally:
-            self._arm_shift()
+            at: datetime | None = conn.execute(select(func.min(tickets.c.timer_at))).scalar()
+            return at
 
     # -- firing --------------------------------------------------------------------------
     def run_due(self, now: datetime | None = None) -> list[Fired]:
@@ -166,7 +140,7 @@ class Timers:
                 try:
                     fired += self._fire(ticket_id, now)
                 except ticket_ops.StaleTicket:
-                    log.info("ticket %s changed while its timer fired; the sweep retries",
+                    log.info("ticket %s changed while its timer fired; the next tick retries",
                              ticket_id, extra={"ticket_id": ticket_id})
                 except Exception:
                     log.exception("timer of ticket %s failed", ticket_id,

@@ -186,11 +186,12 @@ def test_false_alarm_is_kept_as_a_yolo_hard_negative(
     assert meta["reason"] == "只是阴影 / only a shadow"
 
 
-def test_the_due_timer_is_armed_from_the_store(
+def test_the_running_dispatcher_fires_a_timer_when_its_clock_passes_it(
     rig: tuple[Dispatcher, Camera, list[TicketPush], ManualClock], site: Site
 ) -> None:
-    d, camera, _, clock = rig
+    d, camera, pushes, clock = rig
     t = open_ticket(d, camera, site)
-    wait_until(lambda: d.timers._armed is not None)
-    assert d.timers._armed == clock.now() + timedelta(minutes=10)
-    assert t["timer_at"] == d.timers._armed
+    assert t["timer_at"] == clock.now() + timedelta(minutes=10)
+    clock.advance(minutes=10)  # w01 never accepted: the next tick hands it on
+    wait_until(lambda: next(r for r in rows(d) if r["id"] == t["id"])["worker_id"] != "w01")
+    wait_until(lambda: ("w01", "unassigned") in [(p.worker_id, p.action) for p in pushes])

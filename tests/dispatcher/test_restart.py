@@ -77,7 +77,7 @@ def test_restart_loses_no_ticket_and_no_timer(
     assert state(second)[accepted] == ("accepted", "w01")  # accepted work is untouched
     assert second.intake.stats.duplicates == 0
     # the next timers: accept timeouts ten minutes after the handover and the new assignments
-    wait_until(lambda: second.timers._armed == MORNING + timedelta(minutes=21))
+    assert second.timers.earliest() == MORNING + timedelta(minutes=21)
 
     def unpushed() -> int:
         with second.engine.connect() as conn:

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from broker import topics
-from broker.client import BusClient
+from broker.client import BusClient, Delivery
 from broker.messages import Event
 from broker.mosquitto import MosquittoServer, free_port
 from config.site import SAMPLE_SITE, Site
@@ -139,3 +139,50 @@ def test_two_processes_on_postgresql_make_exactly_the_expected_tickets(
         assert time.monotonic() < deadline + 60, "pushes or points not shipped"
         time.sleep(0.5)
     store.dispose()
+
+
+def test_an_event_whose_squares_are_busy_waits_for_a_later_batch(
+    site: Site, pg_url: str, tmp_path: Path
+) -> None:
+    """Another process holds the merge lock of one spot: that event is deferred (not
+    acknowledged), the rest of the batch goes through; after three deferrals it waits."""
+    import threading
+
+    from config.clock import ManualClock
+    from dispatcher.evidence import EvidenceStore
+    from dispatcher.incidents import merge_locks
+    from dispatcher.intake import Intake
+    from dispatcher.store.db import make_engine, migrate
+    from tests.dispatcher.factories import camera_event
+
+    engine = make_engine(pg_url)
+    migrate(engine)
+    clock = ManualClock()
+    intake = Intake(engine, site, clock, EvidenceStore(tmp_path / "ev"))
+    busy_spot, free_spot = (39.9562, 116.4165), offset(39.9562, 116.4165, north_m=3000)
+    acked: list[str] = []
+
+    def delivery(where: tuple[float, float], track: str) -> Delivery:
+        ev = camera_event(site, "cam-01", clock.now(), track=track, position=where)
+        return Delivery(topics.event("edge-01"), ev.to_json(), 1, False, 0,
+                        lambda: acked.append(track))
+
+    other = engine.connect()
+    other.begin()
+    cell = sorted(merge_locks("garbage", *busy_spot, 30, None))[0]
+    other.exec_driver_sql(f"SELECT pg_advisory_xact_lock({cell})")
+    try:
+        waiting, going = delivery(busy_spot, "busy"), delivery(free_spot, "free")
+        intake.process([waiting, going])
+        assert acked == ["free"] and intake.backlog() == 1 and intake.stats.deferred == 1
+        for _ in range(2):
+            intake.process([intake._later.popleft()])
+        assert acked == ["free"] and intake.stats.deferred == 3
+        threading.Timer(0.5, other.rollback).start()  # the other process commits soon
+        intake.process([intake._later.popleft()])  # the fourth try waits for the lock
+        assert acked == ["free", "busy"] and intake.backlog() == 0
+    finally:
+        other.close()
+        engine.dispose()
+    with make_engine(pg_url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tickets)).scalar_one() == 2

@@ -3,6 +3,7 @@ survives a restart (a new Timers on the same store)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -153,12 +154,21 @@ def test_timers_survive_a_restart(desk: Desk, site: Site) -> None:
     assert reborn.run_due() == [] and desk.timers.run_due() == []
 
 
-def test_the_scheduler_arms_itself_from_the_store(desk: Desk, site: Site) -> None:
+def test_the_scheduler_fires_on_its_own_when_the_clock_passes_a_timer(
+    desk: Desk, site: Site
+) -> None:
     t = open_one(desk, site)
-    timers = Timers(desk.engine, site, desk.clock, sweep_s=3600)
+    timers = Timers(desk.engine, site, desk.clock, tick_s=0.05)
     timers.start()
     try:
-        timers.poke()
-        assert timers._armed == desk.ticket(t)["timer_at"] == MORNING + timedelta(minutes=10)
+        assert timers.earliest() == desk.ticket(t)["timer_at"] == MORNING + timedelta(minutes=10)
+        time.sleep(0.3)
+        assert desk.ticket(t)["worker_id"] == "w01"  # not due yet
+        desk.clock.advance(minutes=10)
+        deadline = time.monotonic() + 10
+        while desk.ticket(t)["worker_id"] == "w01":
+            assert time.monotonic() < deadline, "the accept timeout did not fire"
+            time.sleep(0.05)
     finally:
         timers.stop()
+    assert [h[0] for h in desk.history(t)].count("reassigned") == 1
