@@ -107,8 +107,10 @@ def lattice_point(n: int) -> tuple[float, float]:
     m_lat, m_lon = metres(CENTRE[0])
     side = int(2 * CELL_M / SPACING_M) - 2
     r, c = divmod(n, side)
-    return (CENTRE[0] - CELL_M / m_lat + (r + 1) * SPACING_M / m_lat,
-            CENTRE[1] - CELL_M / m_lon + (c + 1) * SPACING_M / m_lon)
+    return (
+        CENTRE[0] - CELL_M / m_lat + (r + 1) * SPACING_M / m_lat,
+        CENTRE[1] - CELL_M / m_lon + (c + 1) * SPACING_M / m_lon,
+    )
 
 
 def lattice_index(lat: float, lon: float) -> int:
@@ -128,15 +130,32 @@ def workload(site: Site, problems: int) -> list[tuple[int, Event]]:
         kind = KINDS[p % 3]
         lat, lon = lattice_point(p // 3)
         a, b = cams[p % len(cams)], cams[(p + 3) % len(cams)]
-        for cam, east, state, seq in ((a, 0.0, "new", 1), (b, 2.5, "new", 1),
-                                      (a, 0.5, "update", 2), (b, 3.0, "update", 2)):
+        for cam, east, state, seq in (
+            (a, 0.0, "new", 1),
+            (b, 2.5, "new", 1),
+            (a, 0.5, "update", 2),
+            (b, 3.0, "update", 2),
+        ):
             _, m_lon = metres(lat)
-            out.append((p, Event(
-                event_id=uuid.uuid4(), device_id=cam.device, source_id=cam.id,
-                source_type="camera", kind=kind, state=state, seq=seq, ts=now,
-                track_id=f"p{p}", confidence=0.8, bbox=(0.4, 0.5, 0.6, 0.8),
-                position=GeoPoint(lat=lat, lon=lon + east / m_lon),
-            )))
+            out.append(
+                (
+                    p,
+                    Event(
+                        event_id=uuid.uuid4(),
+                        device_id=cam.device,
+                        source_id=cam.id,
+                        source_type="camera",
+                        kind=kind,
+                        state=state,
+                        seq=seq,
+                        ts=now,
+                        track_id=f"p{p}",
+                        confidence=0.8,
+                        bbox=(0.4, 0.5, 0.6, 0.8),
+                        position=GeoPoint(lat=lat, lon=lon + east / m_lon),
+                    ),
+                )
+            )
     return out
 
 
@@ -183,8 +202,9 @@ class Rig:
         os.environ.update(self.secrets)
         self.site_file = bench_site(folder)
         self.site = load_site(self.site_file)
-        self.broker = MosquittoServer(folder / "broker", site_accounts(self.site),
-                                      BrokerOptions(port=self.site.broker.port))
+        self.broker = MosquittoServer(
+            folder / "broker", site_accounts(self.site), BrokerOptions(port=self.site.broker.port)
+        )
         self.influx = InfluxServer(folder / "influx")
         self.postgres: PostgresServer | None = None
 
@@ -226,20 +246,42 @@ class Dispatchers:
         run_dir.mkdir()
         self.db_url = db_url or f"sqlite:///{run_dir / 'state-0' / 'dispatcher.db'}"
         group = f"b{uuid.uuid4().hex[:8]}"
-        env = dict(os.environ, GW_SHARE_GROUP=group, GW_LOG_FORMAT="json",
-                   GW_INTAKE_BATCH_SIZE=str(batch), GW_SECRET_KEY=secrets.token_urlsafe(48))
+        env = dict(
+            os.environ,
+            GW_SHARE_GROUP=group,
+            GW_LOG_FORMAT="json",
+            GW_INTAKE_BATCH_SIZE=str(batch),
+            GW_SECRET_KEY=secrets.token_urlsafe(48),
+        )
         for i in range(n):
             port = free_port()
-            args = [sys.executable, "-m", "simulators.cli", "dispatcher", "run",
-                    "--site", str(rig.site_file), "--state-dir", str(run_dir / f"state-{i}"),
-                    "--port", str(port), "--influx-url", rig.influx.url,
-                    "--influx-db", f"bench_{group}", "--client-id", f"{group}-{i}"]
+            args = [
+                sys.executable,
+                "-m",
+                "simulators.cli",
+                "dispatcher",
+                "run",
+                "--site",
+                str(rig.site_file),
+                "--state-dir",
+                str(run_dir / f"state-{i}"),
+                "--port",
+                str(port),
+                "--influx-url",
+                rig.influx.url,
+                "--influx-db",
+                f"bench_{group}",
+                "--client-id",
+                f"{group}-{i}",
+            ]
             if db_url:
                 args += ["--db-url", db_url]
             with open(run_dir / f"dispatcher-{i}.log", "wb") as log:
-                self.procs.append(subprocess.Popen(args, env=env, stdout=log,
-                                                   stderr=subprocess.STDOUT,
-                                                   start_new_session=True))
+                self.procs.append(
+                    subprocess.Popen(
+                        args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
             self.urls.append(f"http://127.0.0.1:{port}")
         self.http = httpx.Client(timeout=5)
         deadline = time.monotonic() + 90
@@ -284,20 +326,32 @@ class Devices:
     def __init__(self, rig: Rig) -> None:
         site = rig.site
         self.buses = {
-            d.id: BusClient(BusSettings(
-                client_id=f"bench-{d.id}-{uuid.uuid4().hex[:4]}", port=site.broker.port,
-                username=d.id, password=d.password, clean_start=True, session_expiry_s=0,
-                max_inflight=200,
-            ))
-            for d in site.devices if d.kind == "edge"
+            d.id: BusClient(
+                BusSettings(
+                    client_id=f"bench-{d.id}-{uuid.uuid4().hex[:4]}",
+                    port=site.broker.port,
+                    username=d.id,
+                    password=d.password,
+                    clean_start=True,
+                    session_expiry_s=0,
+                    max_inflight=200,
+                )
+            )
+            for d in site.devices
+            if d.kind == "edge"
         }
         self.first_push: dict[str, float] = {}
         self._lock = threading.Lock()
-        self.listener = BusClient(BusSettings(
-            client_id=f"bench-listener-{uuid.uuid4().hex[:4]}", port=site.broker.port,
-            username="dispatcher", password=site.broker.dispatcher_password, clean_start=True,
-            session_expiry_s=0,
-        ))
+        self.listener = BusClient(
+            BusSettings(
+                client_id=f"bench-listener-{uuid.uuid4().hex[:4]}",
+                port=site.broker.port,
+                username="dispatcher",
+                password=site.broker.dispatcher_password,
+                clean_start=True,
+                session_expiry_s=0,
+            )
+        )
         self.listener.subscribe(f"{topics.ROOT}/worker/+/tickets", self._on_push)
         self.listener.subscribe(f"{topics.ROOT}/supervisor/+/alerts", self._on_push)
         for bus in [*self.buses.values(), self.listener]:
@@ -321,8 +375,15 @@ class Devices:
             bus.stop()
 
 
-def measure(rig: Rig, devices: Devices, run: Run, seconds: float, flood_events: int,
-            db_url: str | None, batch: int) -> Run:
+def measure(
+    rig: Rig,
+    devices: Devices,
+    run: Run,
+    seconds: float,
+    flood_events: int,
+    db_url: str | None,
+    batch: int,
+) -> Run:
     if run.offered is None:
         run.problems = flood_events // 4
     else:
@@ -355,8 +416,9 @@ def measure(rig: Rig, devices: Devices, run: Run, seconds: float, flood_events: 
         procs.stop()
     store = create_engine(procs.db_url)
     with store.connect() as conn:
-        rows = conn.execute(select(tickets.c.id, tickets.c.lat, tickets.c.lon,
-                                   tickets.c.category)).all()
+        rows = conn.execute(
+            select(tickets.c.id, tickets.c.lat, tickets.c.lon, tickets.c.category)
+        ).all()
         stored = conn.execute(select(func.count()).select_from(events)).scalar_one()
     store.dispose()
     per_problem: dict[int, list[str]] = {}
@@ -416,8 +478,9 @@ def main(
     def go(store: str, batch: int, processes: int, offered: float | None) -> Run:
         db_url = rig.new_pg_database() if store == "postgresql" else None
         intake = "batched" if batch > 1 else "1 tx/event"
-        run = measure(rig, devices, Run(store, intake, processes, offered), seconds, flood,
-                      db_url, batch)
+        run = measure(
+            rig, devices, Run(store, intake, processes, offered), seconds, flood, db_url, batch
+        )
         runs.append(run)
         print("\n".join(table([run])[2:]), flush=True)
         return run
@@ -446,11 +509,15 @@ def main(
     lines = table(runs)
     lines.append("")
     if batched and single and single.processed_rate:
-        lines.append(f"Batched intake vs one transaction per event (SQLite, flood): "
-                     f"{batched.processed_rate / single.processed_rate:.1f}x")
+        lines.append(
+            f"Batched intake vs one transaction per event (SQLite, flood): "
+            f"{batched.processed_rate / single.processed_rate:.1f}x"
+        )
     if pg1 and pg2 and pg1.processed_rate:
-        lines.append(f"Two processes vs one on PostgreSQL (flood): "
-                     f"{pg2.processed_rate / pg1.processed_rate:.1f}x")
+        lines.append(
+            f"Two processes vs one on PostgreSQL (flood): "
+            f"{pg2.processed_rate / pg1.processed_rate:.1f}x"
+        )
     print("\n" + "\n".join(lines))
     load = f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after"
     print(f"\n{cpu_name()}, {os.cpu_count()} cores; {load}")
@@ -468,4 +535,3 @@ def main(
 
 if __name__ == "__main__":
     app()
-

@@ -75,7 +75,11 @@ def next_shift_change(site: Site, after: datetime) -> datetime:
             for back in (1, 0, -1, -2):
                 day = local - timedelta(days=back)
                 for start, end in shift_windows(shift, day):
-                    for moment in (start, end, *[t for b in break_windows(shift, start) for t in b]):
+                    for moment in (
+                        start,
+                        end,
+                        *[t for b in break_windows(shift, start) for t in b],
+                    ):
                         if moment > local and (best is None or moment < best):
                             best = moment
     return (best or local + timedelta(days=1)).astimezone(after.tzinfo)
@@ -111,7 +115,9 @@ def choose_worker(
 
     def best(cell: str) -> str | None:
         candidates = [
-            w for w in site.workers if w.grid == cell and w.id not in exclude and on_duty(w, at, site)
+            w
+            for w in site.workers
+            if w.grid == cell and w.id not in exclude and on_duty(w, at, site)
         ]
         if not candidates:
             return None
@@ -130,7 +136,9 @@ def choose_worker(
         for neighbour in site.grid(grid_id).neighbours:
             other = best(neighbour)
             if other is not None:
-                return Assignment(other, "neighbour", f"nobody on duty in {grid_id}; {neighbour} covers")
+                return Assignment(
+                    other, "neighbour", f"nobody on duty in {grid_id}; {neighbour} covers"
+                )
     return Assignment(None, "supervisor", f"nobody on duty in {grid_id} or its neighbours")
 
 

@@ -49,7 +49,13 @@ def check_image(data: bytes) -> tuple[int, int, str]:
             img.verify()
     except BadImage:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
         raise BadImage(f"not a readable image: {exc}") from exc
     return w, h, fmt
 

@@ -29,9 +29,7 @@ class OpenIncident:
     track_keys: tuple[str, ...] = ()
 
 
-def track_key(
-    device_id: str, source_id: str, source_type: str, track_id: str | None
-) -> str | None:
+def track_key(device_id: str, source_id: str, source_type: str, track_id: str | None) -> str | None:
     """What keeps seeing one problem across events: a camera's track, or a sensor itself.
 
     The same key always merges into one incident. Citizen reports have none."""
@@ -80,7 +78,9 @@ def search_box(lat: float, radius_m: float) -> tuple[float, float]:
 
 
 def _lock_id(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+    return int.from_bytes(
+        hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
+    )
 
 
 def merge_locks(kind: str, lat: float, lon: float, radius_m: float, key: str | None) -> set[int]:
@@ -93,8 +93,12 @@ def merge_locks(kind: str, lat: float, lon: float, radius_m: float, key: str | N
     incidents for one problem.
     """
     dlat, dlon = search_box(lat, radius_m)
-    rows = range(math.floor((lat - dlat) / LOCK_CELL_DEG), math.floor((lat + dlat) / LOCK_CELL_DEG) + 1)
-    cols = range(math.floor((lon - dlon) / LOCK_CELL_DEG), math.floor((lon + dlon) / LOCK_CELL_DEG) + 1)
+    rows = range(
+        math.floor((lat - dlat) / LOCK_CELL_DEG), math.floor((lat + dlat) / LOCK_CELL_DEG) + 1
+    )
+    cols = range(
+        math.floor((lon - dlon) / LOCK_CELL_DEG), math.floor((lon + dlon) / LOCK_CELL_DEG) + 1
+    )
     out = {_lock_id(f"merge|{kind}|{r}|{c}") for r in rows for c in cols}
     if key is not None:
         out.add(_lock_id(f"track|{key}"))

@@ -78,8 +78,14 @@ SourceType = Literal["camera", "sensor", "citizen"]
 
 # Statements built once, so SQLAlchemy reuses their compiled form on the hot path.
 _BY_TRACK = (
-    select(incidents.c.id, incidents.c.kind, incidents.c.lat, incidents.c.lon,
-           incidents.c.last_seen, incident_tracks.c.cleared_at)
+    select(
+        incidents.c.id,
+        incidents.c.kind,
+        incidents.c.lat,
+        incidents.c.lon,
+        incidents.c.last_seen,
+        incident_tracks.c.cleared_at,
+    )
     .join(incident_tracks, incident_tracks.c.incident_id == incidents.c.id)
     .where(incident_tracks.c.track_key == bindparam("b_key"), incidents.c.status == "open")
 )
@@ -93,26 +99,40 @@ _NEARBY = select(
 )
 _INSERT_INCIDENT = insert(incidents).returning(incidents.c.id)
 _INCIDENT = select(
-    incidents.c.last_seen, incidents.c.camera_ids, incidents.c.track_keys, incidents.c.bbox,
+    incidents.c.last_seen,
+    incidents.c.camera_ids,
+    incidents.c.track_keys,
+    incidents.c.bbox,
     incidents.c.events,
 ).where(incidents.c.id == bindparam("b_id"))
 _UPDATE_INCIDENT = update(incidents).where(incidents.c.id == bindparam("b_id"))
 # One more sighting by a track already on the incident (and not cleared): no read needed.
 _SEEN_AGAIN = _UPDATE_INCIDENT.values(
     last_seen=case(
-        (incidents.c.last_seen < bindparam("b_ts", type_=UtcDateTime()),
-         bindparam("b_ts", type_=UtcDateTime())),
+        (
+            incidents.c.last_seen < bindparam("b_ts", type_=UtcDateTime()),
+            bindparam("b_ts", type_=UtcDateTime()),
+        ),
         else_=incidents.c.last_seen,
     ),
     events=incidents.c.events + bindparam("b_n"),
     cleared_at=None,
 )
 _OPEN_TRACKS = (
-    select(incident_tracks.c.track_key, incident_tracks.c.cleared_at, incidents.c.id,
-           incidents.c.kind, incidents.c.lat, incidents.c.lon, incidents.c.last_seen)
+    select(
+        incident_tracks.c.track_key,
+        incident_tracks.c.cleared_at,
+        incidents.c.id,
+        incidents.c.kind,
+        incidents.c.lat,
+        incidents.c.lon,
+        incidents.c.last_seen,
+    )
     .join(incidents, incident_tracks.c.incident_id == incidents.c.id)
-    .where(incident_tracks.c.track_key.in_(bindparam("b_keys", expanding=True)),
-           incidents.c.status == "open")
+    .where(
+        incident_tracks.c.track_key.in_(bindparam("b_keys", expanding=True)),
+        incidents.c.status == "open",
+    )
 )
 _MERGE_LOCKS = text(
     "SELECT count(pg_advisory_xact_lock(k)) FROM "
@@ -273,8 +293,11 @@ class Intake:
         ).on_conflict_do_nothing()
         self._upsert_track = upsert.on_conflict_do_update(
             index_elements=[incident_tracks.c.track_key],
-            set_={"incident_id": upsert.excluded.incident_id,
-                  "last_seen": upsert.excluded.last_seen, "cleared_at": None},
+            set_={
+                "incident_id": upsert.excluded.incident_id,
+                "last_seen": upsert.excluded.last_seen,
+                "cleared_at": None,
+            },
         )
 
     # -- threading -----------------------------------------------------------------------
@@ -350,8 +373,11 @@ class Intake:
         if abs(offset) > SKEW_TOLERANCE.total_seconds() and (
             abs(self.clock_offsets.get(device_id, 0.0)) <= SKEW_TOLERANCE.total_seconds()
         ):
-            log.warning("device clock is off by %.0fs; correcting its event times", offset,
-                        extra={"device_id": device_id})
+            log.warning(
+                "device clock is off by %.0fs; correcting its event times",
+                offset,
+                extra={"device_id": device_id},
+            )
         self.clock_offsets[device_id] = offset
         return offset
 
@@ -378,8 +404,12 @@ class Intake:
             raise Rejected(f"event has no position and source {ev.source_id!r} is not in the site")
         ts, ts_source = event_time(ev.ts, received_at, self.clock_offsets.get(ev.device_id))
         if ts_source != "device":
-            log.info("event time %s taken from %s", ts.isoformat(), ts_source,
-                     extra={"device_id": ev.device_id, "event_id": str(ev.event_id)})
+            log.info(
+                "event time %s taken from %s",
+                ts.isoformat(),
+                ts_source,
+                extra={"device_id": ev.device_id, "event_id": str(ev.event_id)},
+            )
         return Observation(
             event_id=str(ev.event_id),
             device_id=ev.device_id,
@@ -407,9 +437,19 @@ class Intake:
         if kind not in self.site.categories:
             raise Rejected(f"unknown category {kind!r}")
         return Observation(
-            event_id=str(uuid.uuid4()), device_id=CITIZEN_DEVICE, source_id="open311",
-            source_type="citizen", kind=kind, state="new", seq=0, device_ts=at, ts=at,
-            ts_source="received", lat=lat, lon=lon, body=body,
+            event_id=str(uuid.uuid4()),
+            device_id=CITIZEN_DEVICE,
+            source_id="open311",
+            source_type="citizen",
+            kind=kind,
+            state="new",
+            seq=0,
+            device_ts=at,
+            ts=at,
+            ts_source="received",
+            lat=lat,
+            lon=lon,
+            body=body,
         )
 
     # -- processing ----------------------------------------------------------------------
@@ -468,8 +508,9 @@ class Intake:
         except OperationalError:
             raise
         except Exception:
-            log.warning("a batch of %d events failed; redoing it event by event", len(batch),
-                        exc_info=True)
+            log.warning(
+                "a batch of %d events failed; redoing it event by event", len(batch), exc_info=True
+            )
             ctx = self._commit(parsed, received_at, careful=True, wait=wait)
         done = [d for d in batch if id(d) not in ctx.deferred]
         self.stats.received += len(done)
@@ -488,16 +529,20 @@ class Intake:
         self.on_committed()
 
     def _commit(
-        self, parsed: list[tuple[Delivery, Observation | str]], received_at: datetime,
-        careful: bool, wait: bool = True,
+        self,
+        parsed: list[tuple[Delivery, Observation | str]],
+        received_at: datetime,
+        careful: bool,
+        wait: bool = True,
     ) -> BatchContext:
         with self.engine.begin() as conn:
             candidates = [o for _, o in parsed if isinstance(o, Observation)]
             observations = self.lock(conn, candidates, wait=wait)
             ctx = BatchContext(conn, cached=not careful)
             ready = {id(o) for o in observations}
-            ctx.deferred = {id(d) for d, o in parsed
-                            if isinstance(o, Observation) and id(o) not in ready}
+            ctx.deferred = {
+                id(d) for d, o in parsed if isinstance(o, Observation) and id(o) not in ready
+            }
             fresh = self._fresh(conn, observations)
             if ctx.cached:
                 self._prefetch_tracks(ctx, observations)
@@ -535,7 +580,7 @@ class Intake:
     def _prefetch_tracks(self, ctx: BatchContext, observations: list[Observation]) -> None:
         keys = list({k for o in observations if (k := o.key) is not None})
         for i in range(0, len(keys), 500):
-            for r in ctx.conn.execute(_OPEN_TRACKS, {"b_keys": keys[i:i + 500]}):
+            for r in ctx.conn.execute(_OPEN_TRACKS, {"b_keys": keys[i : i + 500]}):
                 inc = OpenIncident(r.id, r.kind, r.lat, r.lon, r.last_seen, (r.track_key,))
                 ctx.tracks[r.track_key] = (inc, r.cleared_at is not None)
 
@@ -544,7 +589,7 @@ class Intake:
         ids = list({o.event_id for o in observations})
         stored: set[str] = set()
         for i in range(0, len(ids), 500):
-            stored.update(conn.execute(_STORED_EVENTS, {"b_ids": ids[i:i + 500]}).scalars())
+            stored.update(conn.execute(_STORED_EVENTS, {"b_ids": ids[i : i + 500]}).scalars())
         return set(ids) - stored
 
     def _dead_letter(
@@ -570,7 +615,11 @@ class Intake:
         )
 
     def record(
-        self, conn: Connection, o: Observation, received_at: datetime, ctx: BatchContext | None = None
+        self,
+        conn: Connection,
+        o: Observation,
+        received_at: datetime,
+        ctx: BatchContext | None = None,
     ) -> int | None:
         """Store one observation and apply it; returns the incident id (None for a duplicate
         or a ``cleared`` that matched nothing). The caller holds the merge locks."""
@@ -689,8 +738,11 @@ class Intake:
                 found, cleared = hit if hit is not None else (None, False)
             else:
                 row = conn.execute(_BY_TRACK, {"b_key": key}).first()
-                found = None if row is None else OpenIncident(
-                    row.id, row.kind, row.lat, row.lon, row.last_seen, (key,))
+                found = (
+                    None
+                    if row is None
+                    else OpenIncident(row.id, row.kind, row.lat, row.lon, row.last_seen, (key,))
+                )
                 cleared = row is not None and row.cleared_at is not None
             if found is not None:
                 return found, not cleared
@@ -698,18 +750,34 @@ class Intake:
                 return None, False
         category = self.site.categories[o.kind]
         dlat, dlon = search_box(o.lat, category.merge_radius_m)
-        rows = conn.execute(_NEARBY, {
-            "b_kind": o.kind, "b_lat0": o.lat - dlat, "b_lat1": o.lat + dlat,
-            "b_lon0": o.lon - dlon, "b_lon1": o.lon + dlon,
-        }).all()
+        rows = conn.execute(
+            _NEARBY,
+            {
+                "b_kind": o.kind,
+                "b_lat0": o.lat - dlat,
+                "b_lat1": o.lat + dlat,
+                "b_lon0": o.lon - dlon,
+                "b_lon1": o.lon + dlon,
+            },
+        ).all()
         pending = ctx.seen if ctx is not None else {}
         candidates = [
-            OpenIncident(r.id, r.kind, r.lat, r.lon,
-                         max(r.last_seen, pending[r.id]["b_ts"]) if r.id in pending else r.last_seen)
+            OpenIncident(
+                r.id,
+                r.kind,
+                r.lat,
+                r.lon,
+                max(r.last_seen, pending[r.id]["b_ts"]) if r.id in pending else r.last_seen,
+            )
             for r in rows
         ]
         return match_incident(
-            kind=o.kind, lat=o.lat, lon=o.lon, at=o.ts, key=None, category=category,
+            kind=o.kind,
+            lat=o.lat,
+            lon=o.lon,
+            at=o.ts,
+            key=None,
+            category=category,
             candidates=candidates,
         ), False
 
@@ -719,9 +787,16 @@ class Intake:
         key = o.key
         if key is None:
             return
-        conn.execute(self._upsert_track, {"track_key": key, "incident_id": incident_id,
-                                          "first_seen": o.ts, "last_seen": o.ts,
-                                          "cleared_at": None})
+        conn.execute(
+            self._upsert_track,
+            {
+                "track_key": key,
+                "incident_id": incident_id,
+                "first_seen": o.ts,
+                "last_seen": o.ts,
+                "cleared_at": None,
+            },
+        )
 
     def _open(self, conn: Connection, o: Observation, ctx: BatchContext) -> int:
         cell = self.grids.locate(o.lat, o.lon)
@@ -745,15 +820,18 @@ class Intake:
         incident["id"] = incident_id
         self._track(conn, incident_id, o)
         if ctx.cached and key is not None:
-            ctx.tracks[key] = (
-                OpenIncident(incident_id, o.kind, o.lat, o.lon, o.ts, (key,)), False
-            )
+            ctx.tracks[key] = (OpenIncident(incident_id, o.kind, o.lat, o.lon, o.ts, (key,)), False)
         actor = f"device:{o.device_id}" if o.source_type != "citizen" else "citizen:open311"
         # Assigned at receive time: a device's late-delivered event still gets a worker who
         # is on duty now.
         ticket_ops.open_assigned(
-            conn, site=self.site, incident=incident, at=o.ts, actor=actor,
-            assign_at=max(o.ts, self.clock.now()), positions=ctx.positions,
+            conn,
+            site=self.site,
+            incident=incident,
+            at=o.ts,
+            actor=actor,
+            assign_at=max(o.ts, self.clock.now()),
+            positions=ctx.positions,
             load_by_worker=ctx.load,
         )
         ctx.opened += 1
@@ -768,15 +846,18 @@ class Intake:
         key = o.key
         if key and key not in keys:
             keys.append(key)
-        conn.execute(_UPDATE_INCIDENT, {
-            "b_id": inc.id,
-            "last_seen": max(row.last_seen, o.ts),
-            "camera_ids": cams,
-            "track_keys": keys,
-            "bbox": list(o.bbox) if o.bbox else row.bbox,
-            "events": row.events + 1,
-            "cleared_at": None,
-        })
+        conn.execute(
+            _UPDATE_INCIDENT,
+            {
+                "b_id": inc.id,
+                "last_seen": max(row.last_seen, o.ts),
+                "camera_ids": cams,
+                "track_keys": keys,
+                "bbox": list(o.bbox) if o.bbox else row.bbox,
+                "events": row.events + 1,
+                "cleared_at": None,
+            },
+        )
         self._track(conn, inc.id, o)
 
     def _cleared(
@@ -794,18 +875,23 @@ class Intake:
             if ctx.cached:
                 ctx.tracks[key] = (inc, True)
             still_seen = conn.execute(
-                select(incident_tracks.c.track_key).where(
+                select(incident_tracks.c.track_key)
+                .where(
                     incident_tracks.c.incident_id == inc.id, incident_tracks.c.cleared_at.is_(None)
-                ).limit(1)
+                )
+                .limit(1)
             ).first()
             if still_seen is not None:
-                log.info("incident %s: %s cleared, %s still sees it", inc.id, key,
-                         still_seen.track_key)
+                log.info(
+                    "incident %s: %s cleared, %s still sees it", inc.id, key, still_seen.track_key
+                )
                 return
         conn.execute(update(incidents).where(incidents.c.id == inc.id).values(cleared_at=o.ts))
-        ticket = conn.execute(
-            select(tickets_table).where(tickets_table.c.incident_id == inc.id)
-        ).mappings().first()
+        ticket = (
+            conn.execute(select(tickets_table).where(tickets_table.c.incident_id == inc.id))
+            .mappings()
+            .first()
+        )
         if ticket is None:
             return
         status = Status(ticket["status"])
@@ -821,7 +907,9 @@ class Intake:
                 at=max(o.ts, ticket["opened_at"]),
                 actor=f"device:{o.device_id}",
                 reason=f"cleared by {o.source_type} {o.source_id} before anyone arrived",
-                close_reason="cleared_by_camera" if o.source_type == "camera" else "cleared_by_sensor",
+                close_reason="cleared_by_camera"
+                if o.source_type == "camera"
+                else "cleared_by_sensor",
             )
         elif status is Status.RESOLVED:
             ctx.forget_incident(inc.id)  # closed if the verification says so

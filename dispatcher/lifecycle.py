@@ -44,7 +44,10 @@ FINAL = frozenset({Status.CLOSED, Status.CANCELLED, Status.REJECTED})
 RULES: dict[Transition, tuple[frozenset[Status], Status | None]] = {
     Transition.OPENED: (frozenset(), Status.OPEN),
     Transition.ASSIGNED: (frozenset({Status.OPEN}), Status.ASSIGNED),
-    Transition.REASSIGNED: (frozenset({Status.ASSIGNED, Status.ACCEPTED, Status.OPEN}), Status.ASSIGNED),
+    Transition.REASSIGNED: (
+        frozenset({Status.ASSIGNED, Status.ACCEPTED, Status.OPEN}),
+        Status.ASSIGNED,
+    ),
     Transition.UNASSIGNED: (frozenset({Status.ASSIGNED, Status.ACCEPTED}), Status.OPEN),
     Transition.DECLINED: (frozenset({Status.ASSIGNED}), Status.OPEN),
     Transition.ACCEPTED: (frozenset({Status.ASSIGNED}), Status.ACCEPTED),
@@ -54,8 +57,14 @@ RULES: dict[Transition, tuple[frozenset[Status], Status | None]] = {
     Transition.REOPENED: (frozenset({Status.RESOLVED, Status.CLOSED}), Status.ASSIGNED),
     Transition.ESCALATED: (frozenset(ACTIVE), None),
     Transition.REMINDED: (frozenset({Status.ASSIGNED, Status.ACCEPTED}), None),
-    Transition.REJECTED: (frozenset({Status.ASSIGNED, Status.ACCEPTED, Status.OPEN}), Status.REJECTED),
-    Transition.CANCELLED: (frozenset({Status.OPEN, Status.ASSIGNED, Status.ACCEPTED}), Status.CANCELLED),
+    Transition.REJECTED: (
+        frozenset({Status.ASSIGNED, Status.ACCEPTED, Status.OPEN}),
+        Status.REJECTED,
+    ),
+    Transition.CANCELLED: (
+        frozenset({Status.OPEN, Status.ASSIGNED, Status.ACCEPTED}),
+        Status.CANCELLED,
+    ),
 }
 
 

@@ -139,8 +139,12 @@ def workload_points(row: Mapping[str, Any], ticket: Mapping[str, Any]) -> list[P
     for worker, delta in ((held_by, -1), (holder, 1)):
         if worker:
             out.append(
-                Point(WORKLOAD, tags | {"worker": worker},
-                      {"delta": delta, "ticket_id": int(ticket["id"])}, ns)
+                Point(
+                    WORKLOAD,
+                    tags | {"worker": worker},
+                    {"delta": delta, "ticket_id": int(ticket["id"])},
+                    ns,
+                )
             )
     return out
 
@@ -169,8 +173,15 @@ class InfluxClient(Protocol):
 class InfluxV1:
     """InfluxDB 1.x: line protocol on /write, InfluxQL on /query."""
 
-    def __init__(self, url: str, database: str, *, username: str | None = None,
-                 password: str | None = None, timeout_s: float = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 10,
+    ) -> None:
         auth = (username, password or "") if username else None
         self.database = database
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, auth=auth)
@@ -272,8 +283,15 @@ def _query(
     return out
 
 
-def connect(url: str, database: str, *, token: str | None = None, org: str | None = None,
-            username: str | None = None, password: str | None = None) -> InfluxV1 | InfluxV2:
+def connect(
+    url: str,
+    database: str,
+    *,
+    token: str | None = None,
+    org: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> InfluxV1 | InfluxV2:
     """Pick the client by the server's version header (1.x → InfluxV1, 2.x/3.x → InfluxV2)."""
     try:
         r = httpx.get(url.rstrip("/") + "/ping", timeout=5)
@@ -522,14 +540,16 @@ class Kpi:
     backlog: int
 
 
-def _backlog_statement(
-    by: Dimension | None, before: str, filters: Filters | None
-) -> str:
+def _backlog_statement(by: Dimension | None, before: str, filters: Filters | None) -> str:
     if by == "worker":
-        return (f'SELECT SUM("delta") AS n FROM "{WORKLOAD}" WHERE '
-                f"{_conditions(before, filters=filters)}{_group(by)}")
-    return (f'SELECT SUM("open_delta") AS n FROM "{MEASUREMENT}" WHERE '
-            f"{_conditions(before, filters=filters)}{_group(by)}")
+        return (
+            f'SELECT SUM("delta") AS n FROM "{WORKLOAD}" WHERE '
+            f"{_conditions(before, filters=filters)}{_group(by)}"
+        )
+    return (
+        f'SELECT SUM("open_delta") AS n FROM "{MEASUREMENT}" WHERE '
+        f"{_conditions(before, filters=filters)}{_group(by)}"
+    )
 
 
 def kpis(
@@ -558,7 +578,8 @@ def kpis(
             f'SELECT COUNT(DISTINCT("ticket_id")) AS n FROM "{MEASUREMENT}" WHERE '
             + _conditions(
                 _transition_is(Transition.ASSIGNED, Transition.REASSIGNED, Transition.REOPENED),
-                within, filters=filters,
+                within,
+                filters=filters,
             )
             + _group(by)
         )
@@ -614,8 +635,7 @@ def _float(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-def totals(influx: InfluxClient, period: Period,
-           filters: Filters | None = None) -> Kpi:
+def totals(influx: InfluxClient, period: Period, filters: Filters | None = None) -> Kpi:
     """The KPIs of everything in the period (filtered), as one row keyed ``all``."""
     rows = kpis(influx, period, None, filters)
     if rows:
@@ -741,8 +761,11 @@ def _series_query(
 
 
 def _roll_up(
-    rows: list[dict[str, Any]], starts: list[datetime], interval: Interval,
-    by: Dimension | None, tz: ZoneInfo,
+    rows: list[dict[str, Any]],
+    starts: list[datetime],
+    interval: Interval,
+    by: Dimension | None,
+    tz: ZoneInfo,
 ) -> dict[str, list[float]]:
     index = {s: i for i, s in enumerate(starts)}
     values: dict[str, list[float]] = {}
@@ -771,9 +794,13 @@ def series(
         raise ValueError(f"interval must be one of {get_args(Interval)}, not {interval!r}")
     starts = buckets(period, interval, tz)
     rows = _series_query(
-        influx, 'COUNT("ticket_id")', MEASUREMENT,
+        influx,
+        'COUNT("ticket_id")',
+        MEASUREMENT,
         _conditions(_transition_is(transition), period.where(), filters=filters),
-        interval, by, tz,
+        interval,
+        by,
+        tz,
     )
     values = _roll_up(rows, starts, interval, by, tz)
     if by is None:
@@ -796,8 +823,13 @@ def backlog_series(
         (WORKLOAD, 'SUM("delta")') if by == "worker" else (MEASUREMENT, 'SUM("open_delta")')
     )
     rows = _series_query(
-        influx, select_, measurement, _conditions(period.where(), filters=filters),
-        interval, by, tz,
+        influx,
+        select_,
+        measurement,
+        _conditions(period.where(), filters=filters),
+        interval,
+        by,
+        tz,
     )
     deltas = _roll_up(rows, starts, interval, by, tz)
     values: dict[str, list[float]] = {}
@@ -833,7 +865,16 @@ def grid_report(
     close, SLA compliance over the last ``period`` (the demo's closing table)."""
     rows = kpis(influx, Period.last(period, now or datetime.now(UTC)), "grid")
     return [
-        GridReport(r.key, r.opened, r.assigned, r.closed, r.cancelled, r.closure_rate,
-                   r.median_close_s, r.p90_close_s, r.sla_compliance)
+        GridReport(
+            r.key,
+            r.opened,
+            r.assigned,
+            r.closed,
+            r.cancelled,
+            r.closure_rate,
+            r.median_close_s,
+            r.p90_close_s,
+            r.sla_compliance,
+        )
         for r in rows
     ]

@@ -242,9 +242,9 @@ def find_requests(
         where.append(citizen_reports.c.id.in_(list(ids)))
     if service_codes:
         codes = citizen_categories(site)
-        where.append(citizen_reports.c.service_code.in_(
-            [codes[c][0] for c in service_codes if c in codes]
-        ))
+        where.append(
+            citizen_reports.c.service_code.in_([codes[c][0] for c in service_codes if c in codes])
+        )
     if start is not None:
         where.append(citizen_reports.c.requested_at >= start)
     if end is not None:
@@ -257,7 +257,8 @@ def find_requests(
     if where:
         stmt = stmt.where(and_(*where))
     rows = conn.execute(
-        stmt.order_by(citizen_reports.c.requested_at.desc(), citizen_reports.c.id.desc())
-        .limit(limit)
+        stmt.order_by(citizen_reports.c.requested_at.desc(), citizen_reports.c.id.desc()).limit(
+            limit
+        )
     ).mappings()
     return [_view(site, r) for r in rows]

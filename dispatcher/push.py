@@ -109,10 +109,15 @@ def pushes_for(
         )
 
     worker, previous = row["worker_id"], row["from_worker_id"]
-    if previous and previous != worker and transition in (
-        Transition.REASSIGNED,
-        Transition.UNASSIGNED,
-        Transition.DECLINED,
+    if (
+        previous
+        and previous != worker
+        and transition
+        in (
+            Transition.REASSIGNED,
+            Transition.UNASSIGNED,
+            Transition.DECLINED,
+        )
     ):
         ticket_push(previous, "unassigned")
     action = _WORKER_ACTION.get(transition)
@@ -164,8 +169,9 @@ class PushShipper:
         try:
             self.mark_published()
         except Exception:
-            log.exception("could not mark %d published pushes; they will be sent again",
-                          len(self._unmarked))
+            log.exception(
+                "could not mark %d published pushes; they will be sent again", len(self._unmarked)
+            )
 
     def ship_all(self) -> int:
         """Ship until nothing is pending (or another process holds the shipping lock)."""
@@ -295,5 +301,7 @@ class PushHub:
             try:
                 q.put_nowait(delivery.payload)
             except queue.Full:
-                log.warning("web push queue full; dropping a live update", extra={"worker_id": worker_id})
+                log.warning(
+                    "web push queue full; dropping a live update", extra={"worker_id": worker_id}
+                )
         delivery.ack()

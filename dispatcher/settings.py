@@ -16,8 +16,12 @@ class DispatcherSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GW_", extra="ignore")
 
     site: Path = Field(description="site YAML file")
-    state_dir: Path = Field(default=Path("state/dispatcher"), description="evidence, hard negatives")
-    db_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in state_dir")
+    state_dir: Path = Field(
+        default=Path("state/dispatcher"), description="evidence, hard negatives"
+    )
+    db_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite in state_dir"
+    )
     influx_url: str = "http://127.0.0.1:8086"
     influx_db: str = Field(default="gridwatch", description="database (1.x) or bucket (2.x/3.x)")
     influx_token: SecretStr | None = None
@@ -40,11 +44,15 @@ class DispatcherSettings(BaseSettings):
     admin_password: SecretStr | None = Field(default=None, description="creates the admin account")
     token_ttl_minutes: float = Field(default=12 * 60, gt=0, description="access token lifetime")
     intake_batch_size: int = Field(
-        default=500, ge=1, le=10_000,
+        default=500,
+        ge=1,
+        le=10_000,
         description="events per intake transaction (1: one transaction per event)",
     )
     timer_tick_s: float = Field(
-        default=1, gt=0, le=60,
+        default=1,
+        gt=0,
+        le=60,
         description="how often the ticket store is checked for due timers and shift changes",
     )
     open311_api_key: SecretStr | None = Field(

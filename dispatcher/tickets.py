@@ -71,7 +71,9 @@ def insert_ignore(conn: Connection, table: Any, values: Mapping[str, Any]) -> bo
 
 def load(conn: Connection, ticket_id: int, *, for_update: bool = False) -> RowMapping:
     locked = for_update and conn.dialect.name == "postgresql"
-    row = conn.execute(_TICKET_LOCKED if locked else _TICKET, {"b_id": ticket_id}).mappings().first()
+    row = (
+        conn.execute(_TICKET_LOCKED if locked else _TICKET, {"b_id": ticket_id}).mappings().first()
+    )
     if row is None:
         raise TicketNotFound(ticket_id)
     return row
@@ -125,8 +127,12 @@ def open_assigned(
     hot path; the history is the same as doing the two steps one after the other."""
     row = _new_row(site, incident, at)
     choice = choose_worker(
-        site=site, grid_id=row["grid_id"], at=assign_at, open_load=load_by_worker,
-        positions=positions, target=(row["lat"], row["lon"]),
+        site=site,
+        grid_id=row["grid_id"],
+        at=assign_at,
+        open_load=load_by_worker,
+        positions=positions,
+        target=(row["lat"], row["lon"]),
     )
     second = Transition.ASSIGNED if choice.worker_id else Transition.ESCALATED
     values, current, target, worker = transition_values(
@@ -135,16 +141,25 @@ def open_assigned(
     row.update(values)
     row["timer_at"] = next_timer(row)
     row["id"] = ticket_id = conn.execute(_INSERT_TICKET, row).scalar_one()
-    conn.execute(_INSERT_AUDIT, [
-        audit_row(ticket_id, Transition.OPENED, None, Status.OPEN, at, actor, None, None, None),
-        audit_row(ticket_id, second, current, target, assign_at, "system", worker, None,
-                  choice.reason),
-    ])
+    conn.execute(
+        _INSERT_AUDIT,
+        [
+            audit_row(ticket_id, Transition.OPENED, None, Status.OPEN, at, actor, None, None, None),
+            audit_row(
+                ticket_id, second, current, target, assign_at, "system", worker, None, choice.reason
+            ),
+        ],
+    )
     if choice.worker_id:
         load_by_worker[choice.worker_id] = load_by_worker.get(choice.worker_id, 0) + 1
-    log.info("ticket %s opened and %s%s (%s)", ticket_id, second.value,
-             f" to {worker}" if worker else "", choice.reason,
-             extra={"ticket_id": ticket_id, "worker_id": worker})
+    log.info(
+        "ticket %s opened and %s%s (%s)",
+        ticket_id,
+        second.value,
+        f" to {worker}" if worker else "",
+        choice.reason,
+        extra={"ticket_id": ticket_id, "worker_id": worker},
+    )
     return row
 
 
@@ -230,7 +245,16 @@ def step(
     if not done:
         raise StaleTicket(f"ticket {ticket_id} changed concurrently")
     _audit(
-        conn, ticket_id, transition, current, target, at, actor, new_worker, row["worker_id"], reason
+        conn,
+        ticket_id,
+        transition,
+        current,
+        target,
+        at,
+        actor,
+        new_worker,
+        row["worker_id"],
+        reason,
     )
     if target in FINAL:
         conn.execute(_INCIDENT_STATUS, {"b_id": row["incident_id"], "status": "closed"})
@@ -311,8 +335,9 @@ def _audit(
 ) -> None:
     conn.execute(
         _INSERT_AUDIT,
-        audit_row(ticket_id, transition, current, target, at, actor, worker_id, from_worker_id,
-                  reason),
+        audit_row(
+            ticket_id, transition, current, target, at, actor, worker_id, from_worker_id, reason
+        ),
     )
 
 
@@ -386,8 +411,15 @@ def assign(
 ) -> RowMapping:
     """Give a ticket to the best on-duty worker; see ``assign_row``."""
     assign_row(
-        conn, site, load(conn, ticket_id, for_update=True), at=at, actor=actor, exclude=exclude,
-        positions=positions, reason=reason, load_by_worker=load_by_worker,
+        conn,
+        site,
+        load(conn, ticket_id, for_update=True),
+        at=at,
+        actor=actor,
+        exclude=exclude,
+        positions=positions,
+        reason=reason,
+        load_by_worker=load_by_worker,
         escalate_if_none=escalate_if_none,
     )
     return load(conn, ticket_id)
@@ -433,7 +465,12 @@ def assign_row(
         if row["worker_id"] is not None:
             previous = row["worker_id"]
             row = step(
-                conn, row, Transition.UNASSIGNED, at=at, actor=actor, worker_id=None,
+                conn,
+                row,
+                Transition.UNASSIGNED,
+                at=at,
+                actor=actor,
+                worker_id=None,
                 reason=reason,
             )
             if load_by_worker is not None and load_by_worker.get(previous, 0) > 0:
@@ -442,9 +479,7 @@ def assign_row(
     first = Status(row["status"]) is Status.OPEN and row["assigned_at"] is None
     transition = Transition.ASSIGNED if first else Transition.REASSIGNED
     note = choice.reason if reason is None else f"{reason}; {choice.reason}"
-    out = step(
-        conn, row, transition, at=at, actor=actor, worker_id=choice.worker_id, reason=note
-    )
+    out = step(conn, row, transition, at=at, actor=actor, worker_id=choice.worker_id, reason=note)
     if load_by_worker is not None:
         load_by_worker[choice.worker_id] = load_by_worker.get(choice.worker_id, 0) + 1
         previous = row["worker_id"]

@@ -86,8 +86,9 @@ class Timers:
             executors={"default": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        self._scheduler.add_job(self.tick, "interval", seconds=self.tick_s, id="timers",
-                                next_run_time=datetime.now(UTC))
+        self._scheduler.add_job(
+            self.tick, "interval", seconds=self.tick_s, id="timers", next_run_time=datetime.now(UTC)
+        )
         self._scheduler.start()
 
     def stop(self) -> None:
@@ -140,11 +141,15 @@ class Timers:
                 try:
                     fired += self._fire(ticket_id, now)
                 except ticket_ops.StaleTicket:
-                    log.info("ticket %s changed while its timer fired; the next tick retries",
-                             ticket_id, extra={"ticket_id": ticket_id})
+                    log.info(
+                        "ticket %s changed while its timer fired; the next tick retries",
+                        ticket_id,
+                        extra={"ticket_id": ticket_id},
+                    )
                 except Exception:
-                    log.exception("timer of ticket %s failed", ticket_id,
-                                  extra={"ticket_id": ticket_id})
+                    log.exception(
+                        "timer of ticket %s failed", ticket_id, extra={"ticket_id": ticket_id}
+                    )
         if fired:
             self.on_committed()
         return fired
@@ -182,14 +187,24 @@ class Timers:
         if kind is TimerKind.VERIFY_TIMEOUT:
             judgement = verify.settle(conn, self.site, ticket_id, now)
             if judgement is None:  # cannot happen once the timeout passed; never loop on it
-                ticket_ops.apply(conn, ticket_id, Transition.ESCALATED, at=now,
-                                 actor=verify.REVIEW_ACTOR, reason="verification undecided",
-                                 review_at=now)
+                ticket_ops.apply(
+                    conn,
+                    ticket_id,
+                    Transition.ESCALATED,
+                    at=now,
+                    actor=verify.REVIEW_ACTOR,
+                    reason="verification undecided",
+                    review_at=now,
+                )
                 return "review"
             return judgement.verdict
         if kind is TimerKind.ACCEPT_TIMEOUT:
             after = ticket_ops.assign(
-                conn, self.site, ticket_id, at=now, actor=ticket_ops.ACCEPT_TIMEOUT_ACTOR,
+                conn,
+                self.site,
+                ticket_id,
+                at=now,
+                actor=ticket_ops.ACCEPT_TIMEOUT_ACTOR,
                 exclude=frozenset({str(t["worker_id"])}) if t["worker_id"] else frozenset(),
                 positions=worker_positions(conn),
                 reason=f"{t['worker_id']} did not accept within {_minutes(t['accept_timeout_s'])}",
@@ -197,13 +212,23 @@ class Timers:
             return f"to {after['worker_id']}" if after["worker_id"] else "to the supervisor"
         if kind is TimerKind.REMINDER:
             ticket_ops.apply(
-                conn, ticket_id, Transition.REMINDED, at=now, actor=REMINDER_ACTOR,
-                reason=f"due by {t['deadline']:%Y-%m-%d %H:%M} UTC", reminded_at=now,
+                conn,
+                ticket_id,
+                Transition.REMINDED,
+                at=now,
+                actor=REMINDER_ACTOR,
+                reason=f"due by {t['deadline']:%Y-%m-%d %H:%M} UTC",
+                reminded_at=now,
             )
             return "reminded"
         ticket_ops.apply(
-            conn, ticket_id, Transition.ESCALATED, at=now, actor=SLA_ACTOR,
-            reason=f"SLA deadline {t['deadline']:%Y-%m-%d %H:%M} UTC passed", breached_at=now,
+            conn,
+            ticket_id,
+            Transition.ESCALATED,
+            at=now,
+            actor=SLA_ACTOR,
+            reason=f"SLA deadline {t['deadline']:%Y-%m-%d %H:%M} UTC passed",
+            breached_at=now,
         )
         return "escalated"
 
@@ -231,8 +256,9 @@ class Timers:
             try:
                 result = self._hand_over(int(ticket_id), now)
             except Exception:
-                log.exception("handover of ticket %s failed", ticket_id,
-                              extra={"ticket_id": ticket_id})
+                log.exception(
+                    "handover of ticket %s failed", ticket_id, extra={"ticket_id": ticket_id}
+                )
                 continue
             if result is not None:
                 out.append(Fired(int(ticket_id), "shift_change", result))
@@ -249,7 +275,11 @@ class Timers:
             if Status(row["status"]) not in (Status.OPEN, Status.ASSIGNED):
                 return None
             after = ticket_ops.assign(
-                conn, self.site, ticket_id, at=now, actor=SHIFT_ACTOR,
+                conn,
+                self.site,
+                ticket_id,
+                at=now,
+                actor=SHIFT_ACTOR,
                 exclude=frozenset({before}) if before else frozenset(),
                 positions=worker_positions(conn),
                 reason="shift change" if before else "a worker is on duty now",

@@ -98,15 +98,20 @@ def ask_cameras(
 ) -> list[Command]:
     """Record one verify question per camera that saw the ticket's incident; returns the
     commands to publish once the transaction has committed."""
-    incident = conn.execute(
-        select(incidents).where(incidents.c.id == ticket["incident_id"])
-    ).mappings().one()
+    incident = (
+        conn.execute(select(incidents).where(incidents.c.id == ticket["incident_id"]))
+        .mappings()
+        .one()
+    )
     commands = verify_commands(site, ticket, incident, at)
     for cmd in commands:
         conn.execute(
             insert(verifications).values(
-                command_id=str(cmd.command_id), ticket_id=ticket["id"],
-                camera_id=cmd.camera_id, device_id=cmd.device_id, asked_at=at,
+                command_id=str(cmd.command_id),
+                ticket_id=ticket["id"],
+                camera_id=cmd.camera_id,
+                device_id=cmd.device_id,
+                asked_at=at,
             )
         )
     return commands
@@ -164,8 +169,12 @@ def settle(conn: Connection, site: Site, ticket_id: int, now: datetime) -> Judge
     category = site.categories[row["category"]]
     asked, outcomes = answers(conn, category, row)
     judgement = judge(
-        category=category, outcomes=outcomes, asked=asked, resolved_at=row["resolved_at"],
-        now=now, timeout_s=row["verify_timeout_s"],
+        category=category,
+        outcomes=outcomes,
+        asked=asked,
+        resolved_at=row["resolved_at"],
+        now=now,
+        timeout_s=row["verify_timeout_s"],
     )
     transition = transition_for(judgement.verdict)
     if transition is not None:
@@ -175,8 +184,13 @@ def settle(conn: Connection, site: Site, ticket_id: int, now: datetime) -> Judge
         return judgement
     if judgement.verdict == "review" and row["review_at"] is None:
         ticket_ops.apply(
-            conn, ticket_id, Transition.ESCALATED, at=now, actor=REVIEW_ACTOR,
-            reason=judgement.reason, review_at=now,
+            conn,
+            ticket_id,
+            Transition.ESCALATED,
+            at=now,
+            actor=REVIEW_ACTOR,
+            reason=judgement.reason,
+            review_at=now,
         )
         return judgement
     return None

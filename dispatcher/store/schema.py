@@ -90,7 +90,9 @@ incidents = Table(
     Column("lon", Float, nullable=False),
     Column("grid_id", String(64)),
     Column("street_id", String(64)),
-    Column("source", String(16), nullable=False, comment="camera, sensor or citizen: first seen by"),
+    Column(
+        "source", String(16), nullable=False, comment="camera, sensor or citizen: first seen by"
+    ),
     Column("first_seen", UtcDateTime, nullable=False),
     Column("last_seen", UtcDateTime, nullable=False),
     Column("camera_ids", JSON, nullable=False, default=list),
@@ -105,7 +107,9 @@ incidents = Table(
 incident_tracks = Table(
     "incident_tracks",
     metadata,
-    Column("track_key", String(200), primary_key=True, comment="device/source/track, or device/sensor"),
+    Column(
+        "track_key", String(200), primary_key=True, comment="device/source/track, or device/sensor"
+    ),
     Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
     Column("first_seen", UtcDateTime, nullable=False),
     Column("last_seen", UtcDateTime, nullable=False),
@@ -224,7 +228,9 @@ verifications = Table(
 citizen_reports = Table(
     "citizen_reports",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True, comment="Open311 service_request_id"),
+    Column(
+        "id", Integer, primary_key=True, autoincrement=True, comment="Open311 service_request_id"
+    ),
     Column("service_code", String(48), nullable=False),
     Column("event_id", String(36), ForeignKey("events.event_id"), nullable=False),
     Column("incident_id", Integer, ForeignKey("incidents.id")),
@@ -250,7 +256,9 @@ users = Table(
     Column("role", String(16), nullable=False, comment="worker, supervisor or admin"),
     Column("display_name", String(80), nullable=False),
     Column("password_hash", String(255), comment="argon2; NULL means login disabled"),
-    Column("token_version", Integer, nullable=False, default=0, comment="bump to log out everywhere"),
+    Column(
+        "token_version", Integer, nullable=False, default=0, comment="bump to log out everywhere"
+    ),
     Column("lat", Float, comment="last known position (workers)"),
     Column("lon", Float),
     Column("position_at", UtcDateTime),

@@ -49,10 +49,19 @@ def new_ticket(
     """An open incident with its open ticket (no assignment), as intake would create it."""
     cell = GridIndex(site).locate(lat, lon)
     incident: dict[str, Any] = {
-        "kind": kind, "status": "open", "lat": lat, "lon": lon,
-        "grid_id": cell.id if cell else None, "street_id": cell.street if cell else None,
-        "source": source, "first_seen": at, "last_seen": at, "camera_ids": list(camera_ids),
-        "track_keys": [], "bbox": None, "events": 1,
+        "kind": kind,
+        "status": "open",
+        "lat": lat,
+        "lon": lon,
+        "grid_id": cell.id if cell else None,
+        "street_id": cell.street if cell else None,
+        "source": source,
+        "first_seen": at,
+        "last_seen": at,
+        "camera_ids": list(camera_ids),
+        "track_keys": [],
+        "bbox": None,
+        "events": 1,
     }
     incident["id"] = conn.execute(
         insert(incidents).values(**incident).returning(incidents.c.id)
@@ -61,8 +70,9 @@ def new_ticket(
     return int(row["id"])
 
 
-def step(conn: Connection, ticket_id: int, transition: Transition, at: datetime,
-         **kwargs: Any) -> None:
+def step(
+    conn: Connection, ticket_id: int, transition: Transition, at: datetime, **kwargs: Any
+) -> None:
     """Apply one transition as the system would."""
     ticket_ops.apply(conn, ticket_id, transition, at=at, actor="test", **kwargs)
 
@@ -83,18 +93,37 @@ def camera_event(
     cam = next(c for c in site.cameras if c.id == camera_id)
     lat, lon = position or (cam.position.lat, cam.position.lon)
     return Event(
-        event_id=uuid.uuid4(), device_id=cam.device, source_id=cam.id, source_type="camera",
-        kind=kind, state=state, seq=seq, ts=at, track_id=track, confidence=0.8,
-        bbox=(0.4, 0.5, 0.6, 0.8), position=GeoPoint(lat=lat, lon=lon), **fields,
+        event_id=uuid.uuid4(),
+        device_id=cam.device,
+        source_id=cam.id,
+        source_type="camera",
+        kind=kind,
+        state=state,
+        seq=seq,
+        ts=at,
+        track_id=track,
+        confidence=0.8,
+        bbox=(0.4, 0.5, 0.6, 0.8),
+        position=GeoPoint(lat=lat, lon=lon),
+        **fields,
     )
 
 
-def sensor_event(site: Site, sensor_id: str, at: datetime, *, state: str = "new",
-                 seq: int = 1) -> Event:
+def sensor_event(
+    site: Site, sensor_id: str, at: datetime, *, state: str = "new", seq: int = 1
+) -> Event:
     s = next(x for x in site.sensors if x.id == sensor_id)
     return Event(
-        event_id=uuid.uuid4(), device_id=s.device, source_id=s.id, source_type="sensor",
-        kind=s.kind, state=state, seq=seq, ts=at, reading=s.threshold * 1.2, measure=s.measure,
+        event_id=uuid.uuid4(),
+        device_id=s.device,
+        source_id=s.id,
+        source_type="sensor",
+        kind=s.kind,
+        state=state,
+        seq=seq,
+        ts=at,
+        reading=s.threshold * 1.2,
+        measure=s.measure,
         position=s.position,
     )
 
@@ -132,7 +161,9 @@ class Desk:
 
     def tickets(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(tickets).order_by(tickets.c.id)).mappings()]
+            return [
+                dict(r) for r in conn.execute(select(tickets).order_by(tickets.c.id)).mappings()
+            ]
 
     def ticket(self, ticket_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -151,18 +182,25 @@ class Desk:
     def incident(self, incident_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
             return dict(
-                conn.execute(select(incidents).where(incidents.c.id == incident_id)).mappings().one()
+                conn.execute(select(incidents).where(incidents.c.id == incident_id))
+                .mappings()
+                .one()
             )
 
     def act(self, ticket_id: int, transition: Transition, **kwargs: Any) -> dict[str, Any]:
         with self.engine.begin() as conn:
-            return dict(ticket_ops.apply(conn, ticket_id, transition, at=self.clock.now(),
-                                         actor="test", **kwargs))
+            return dict(
+                ticket_ops.apply(
+                    conn, ticket_id, transition, at=self.clock.now(), actor="test", **kwargs
+                )
+            )
 
     def resolve(self, ticket_id: int) -> list[str]:
         """The worker resolves: as the service does, the cameras are asked; their ids."""
         with self.engine.begin() as conn:
-            row = ticket_ops.apply(conn, ticket_id, Transition.RESOLVED, at=self.clock.now(),
-                                   actor="test")
-            return [str(c.camera_id) for c in verify.ask_cameras(conn, self.site, row,
-                                                                 self.clock.now())]
+            row = ticket_ops.apply(
+                conn, ticket_id, Transition.RESOLVED, at=self.clock.now(), actor="test"
+            )
+            return [
+                str(c.camera_id) for c in verify.ask_cameras(conn, self.site, row, self.clock.now())
+            ]

@@ -40,42 +40,71 @@ def test_next_shift_change(site: Site) -> None:
 
 def test_least_open_load_then_nearest(site: Site) -> None:
     at = local(site, 20)  # night: w05 is the only g1 worker on duty
-    pick = choose_worker(site=site, grid_id="g1", at=at, open_load={}, positions={},
-                         target=(39.957, 116.417))
+    pick = choose_worker(
+        site=site, grid_id="g1", at=at, open_load={}, positions={}, target=(39.957, 116.417)
+    )
     assert (pick.worker_id, pick.via) == ("w05", "home")
     # Put w05 on the day shift too, so g1 has two workers by day.
     w01 = worker(site, "w01")
-    both = site.model_copy(update={"workers": tuple(
-        w.model_copy(update={"shifts": w01.shifts}) if w.id == "w05" else w for w in site.workers
-    )})
+    both = site.model_copy(
+        update={
+            "workers": tuple(
+                w.model_copy(update={"shifts": w01.shifts}) if w.id == "w05" else w
+                for w in site.workers
+            )
+        }
+    )
     day, target = local(site, 9), (39.957, 116.4185)
     near, far = (39.9572, 116.4183), (39.9555, 116.4155)
     assert distance_m(*near, *target) < distance_m(*far, *target)
-    pick = choose_worker(site=both, grid_id="g1", at=day, open_load={}, target=target,
-                         positions={"w05": near, "w01": far})
+    pick = choose_worker(
+        site=both,
+        grid_id="g1",
+        at=day,
+        open_load={},
+        target=target,
+        positions={"w05": near, "w01": far},
+    )
     assert pick.worker_id == "w05"  # equal load: the nearer one
-    pick = choose_worker(site=both, grid_id="g1", at=day, open_load={"w05": 2, "w01": 1},
-                         target=target, positions={"w05": near, "w01": far})
+    pick = choose_worker(
+        site=both,
+        grid_id="g1",
+        at=day,
+        open_load={"w05": 2, "w01": 1},
+        target=target,
+        positions={"w05": near, "w01": far},
+    )
     assert pick.worker_id == "w01"  # load first, distance second
-    pick = choose_worker(site=both, grid_id="g1", at=day, open_load={}, target=target,
-                         positions={"w01": far})
+    pick = choose_worker(
+        site=both, grid_id="g1", at=day, open_load={}, target=target, positions={"w01": far}
+    )
     assert pick.worker_id == "w01"  # a known position beats an unknown one
-    pick = choose_worker(site=site, grid_id="g1", at=day, open_load={}, positions={},
-                         target=target, exclude=frozenset({"w01"}))
+    pick = choose_worker(
+        site=site,
+        grid_id="g1",
+        at=day,
+        open_load={},
+        positions={},
+        target=target,
+        exclude=frozenset({"w01"}),
+    )
     assert (pick.worker_id, pick.via) == ("w02", "neighbour")  # g1 lists g2 before g3
 
 
 def test_nobody_on_duty_goes_by_the_site_policy(site: Site) -> None:
     lunch = local(site, 12, 10)  # w01 at lunch, w05 off: g1 has nobody
-    pick = choose_worker(site=site, grid_id="g1", at=lunch, open_load={}, positions={},
-                         target=(39.957, 116.417))
+    pick = choose_worker(
+        site=site, grid_id="g1", at=lunch, open_load={}, positions={}, target=(39.957, 116.417)
+    )
     assert pick.via == "neighbour" and pick.worker_id == "w02"  # w03 (g3) lunches too
     strict = site.model_copy(update={"no_worker": NoWorkerPolicy(fallback="supervisor")})
-    pick = choose_worker(site=strict, grid_id="g1", at=lunch, open_load={}, positions={},
-                         target=(39.957, 116.417))
+    pick = choose_worker(
+        site=strict, grid_id="g1", at=lunch, open_load={}, positions={}, target=(39.957, 116.417)
+    )
     assert (pick.worker_id, pick.via) == (None, "supervisor")
-    outside = choose_worker(site=site, grid_id=None, at=lunch, open_load={}, positions={},
-                            target=(0.0, 0.0))
+    outside = choose_worker(
+        site=site, grid_id=None, at=lunch, open_load={}, positions={}, target=(0.0, 0.0)
+    )
     assert outside.via == "supervisor" and "outside every grid cell" in outside.reason
 
 

@@ -40,13 +40,24 @@ class Camera:
         self.asked.append(cmd)
         if self.answer == "silent":
             return
-        snapshot = (synthetic_snapshot(cmd.kind or "garbage", (0.4, 0.5, 0.6, 0.8), 7)
-                    if self.answer == "still_present" else None)
-        self.bus.publish(topics.command_result(cmd.device_id), CommandResult(
-            command_id=cmd.command_id, device_id=cmd.device_id, action="verify",
-            ts=cmd.issued_at, outcome=self.answer, camera_id=cmd.camera_id,
-            ticket_id=cmd.ticket_id, snapshot=snapshot,
-        ))
+        snapshot = (
+            synthetic_snapshot(cmd.kind or "garbage", (0.4, 0.5, 0.6, 0.8), 7)
+            if self.answer == "still_present"
+            else None
+        )
+        self.bus.publish(
+            topics.command_result(cmd.device_id),
+            CommandResult(
+                command_id=cmd.command_id,
+                device_id=cmd.device_id,
+                action="verify",
+                ts=cmd.issued_at,
+                outcome=self.answer,
+                camera_id=cmd.camera_id,
+                ticket_id=cmd.ticket_id,
+                snapshot=snapshot,
+            ),
+        )
 
 
 @pytest.fixture
@@ -63,20 +74,33 @@ def rig(
     edge.start(wait_s=10)
     pushes: list[TicketPush] = []
     app = device_bus("dispatcher", site.broker.dispatcher_password.get_secret_value())
-    app.subscribe(f"{topics.ROOT}/worker/+/tickets",
-                  lambda m: pushes.append(TicketPush.from_json(m.payload)))
+    app.subscribe(
+        f"{topics.ROOT}/worker/+/tickets", lambda m: pushes.append(TicketPush.from_json(m.payload))
+    )
     app.start(wait_s=10)
     yield d, camera, pushes, clock
 
 
-def open_ticket(d: Dispatcher, camera: Camera, site: Site, kind: str = "garbage",
-                north_m: float = 0, snapshot: bool = False) -> dict[str, object]:
+def open_ticket(
+    d: Dispatcher,
+    camera: Camera,
+    site: Site,
+    kind: str = "garbage",
+    north_m: float = 0,
+    snapshot: bool = False,
+) -> dict[str, object]:
     before = {t["id"] for t in rows(d)}
     cam = site.cameras[0]
     extra = {"snapshot": synthetic_snapshot(kind, (0.4, 0.5, 0.6, 0.8), 1)} if snapshot else {}
-    ev = camera_event(site, "cam-01", d.clock.now(), kind=kind, track=f"t{north_m}",
-                      position=offset(cam.position.lat, cam.position.lon, north_m=north_m),
-                      **extra)
+    ev = camera_event(
+        site,
+        "cam-01",
+        d.clock.now(),
+        kind=kind,
+        track=f"t{north_m}",
+        position=offset(cam.position.lat, cam.position.lon, north_m=north_m),
+        **extra,
+    )
     camera.bus.publish(topics.event("edge-01"), ev)
     new = wait_until(lambda: [t for t in rows(d) if t["id"] not in before])
     return new[0]  # type: ignore[index,no-any-return]
@@ -99,13 +123,22 @@ def test_decline_reassigns_and_tells_both_workers(
     assert t["worker_id"] == "w01"
     row = d.decline(int(t["id"]), worker_id="w01", reason="车坏了 / my bike is broken")  # type: ignore[call-overload]
     assert row["worker_id"] in {"w02", "w03"} and row["status"] == "assigned"
-    got = wait_until(lambda: [(p.worker_id, p.action) for p in pushes][-2:] == [
-        ("w01", "unassigned"), (row["worker_id"], "assigned")])
+    got = wait_until(
+        lambda: (
+            [(p.worker_id, p.action) for p in pushes][-2:]
+            == [("w01", "unassigned"), (row["worker_id"], "assigned")]
+        )
+    )
     assert got
     with d.engine.connect() as conn:
-        declined = conn.execute(select(audit).where(audit.c.transition == "declined")).mappings().one()
+        declined = (
+            conn.execute(select(audit).where(audit.c.transition == "declined")).mappings().one()
+        )
     assert (declined["actor"], declined["from_worker_id"], declined["reason"]) == (
-        "worker:w01", "w01", "车坏了 / my bike is broken")
+        "worker:w01",
+        "w01",
+        "车坏了 / my bike is broken",
+    )
 
 
 def test_camera_clear_closes_the_ticket(
@@ -118,8 +151,12 @@ def test_camera_clear_closes_the_ticket(
     d.resolve(tid, worker_id="w01", photo=None, note="done")
     wait_until(lambda: status(d, tid) == "closed")
     [cmd] = camera.asked
-    assert (cmd.action, cmd.camera_id, cmd.kind, cmd.ticket_id) == ("verify", "cam-01", "garbage",
-                                                                    str(tid))
+    assert (cmd.action, cmd.camera_id, cmd.kind, cmd.ticket_id) == (
+        "verify",
+        "cam-01",
+        "garbage",
+        str(tid),
+    )
     assert cmd.region == (0.4, 0.5, 0.6, 0.8)
     closed = next(r for r in rows(d) if r["id"] == tid)
     assert closed["close_reason"] == "fixed"
@@ -163,8 +200,13 @@ def test_no_answer_falls_back_to_the_category_policy(
     assert status(d, pile["id"]) == "closed"  # garbage: accept on the worker's photo
     assert status(d, hole["id"]) == "resolved"  # manhole_missing: the supervisor reviews
     with d.engine.connect() as conn:
-        review = conn.execute(select(audit).where(audit.c.ticket_id == hole["id"])
-                              .order_by(audit.c.id.desc())).mappings().first()
+        review = (
+            conn.execute(
+                select(audit).where(audit.c.ticket_id == hole["id"]).order_by(audit.c.id.desc())
+            )
+            .mappings()
+            .first()
+        )
     assert review is not None and review["actor"] == "system:review"
 
 

@@ -21,9 +21,18 @@ from tests.conftest import ApiServer, login, wait_until
 def detection(site: Site, camera_id: str = "cam-01", **overrides: object) -> Event:
     cam = next(c for c in site.cameras if c.id == camera_id)
     fields: dict[str, object] = dict(
-        event_id=uuid.uuid4(), device_id=cam.device, source_id=cam.id, source_type="camera",
-        kind="garbage", state="new", seq=1, ts=datetime.now(UTC), track_id="trk-1",
-        confidence=0.9, bbox=(0.4, 0.5, 0.6, 0.8), position=cam.position,
+        event_id=uuid.uuid4(),
+        device_id=cam.device,
+        source_id=cam.id,
+        source_type="camera",
+        kind="garbage",
+        state="new",
+        seq=1,
+        ts=datetime.now(UTC),
+        track_id="trk-1",
+        confidence=0.9,
+        bbox=(0.4, 0.5, 0.6, 0.8),
+        position=cam.position,
     )
     fields.update(overrides)
     return Event(**fields)  # type: ignore[arg-type]
@@ -61,9 +70,7 @@ def test_detection_becomes_a_pushed_ticket_and_a_point(
     assert (msg.ticket_id, msg.worker_id, msg.category) == (str(t["id"]), t["worker_id"], "garbage")
 
     rows = wait_until(
-        lambda: d.influx.query(
-            "SELECT * FROM ticket WHERE transition = 'assigned'"
-        ),
+        lambda: d.influx.query("SELECT * FROM ticket WHERE transition = 'assigned'"),
         timeout_s=15,
     )
     assert isinstance(rows, list) and len(rows) == 1
@@ -96,8 +103,13 @@ def test_malformed_messages_are_dead_lettered_and_service_keeps_running(
     bad_doc = json.loads(detection(site, "cam-05").to_json())
     bad_doc["kind"] = "alien_invasion"
     wrong_device = detection(site, "cam-01")  # edge-01's camera, sent by edge-03
-    for payload in (b"not json at all", b'{"schema": "gw.event"}', json.dumps(bad_doc).encode(),
-                    wrong_device.to_json(), good.to_json()):
+    for payload in (
+        b"not json at all",
+        b'{"schema": "gw.event"}',
+        json.dumps(bad_doc).encode(),
+        wrong_device.to_json(),
+        good.to_json(),
+    ):
         edge.publish(topics.event("edge-03"), payload)
     wait_until(lambda: count(d, tickets) == 1 and count(d, dead_letters) == 4)
     with d.engine.connect() as conn:
@@ -108,7 +120,9 @@ def test_malformed_messages_are_dead_lettered_and_service_keeps_running(
 
 
 def test_worker_accepts_and_resolves_through_the_api(
-    site: Site, make_dispatcher: Callable[..., Dispatcher], device_bus: Callable[..., BusClient],
+    site: Site,
+    make_dispatcher: Callable[..., Dispatcher],
+    device_bus: Callable[..., BusClient],
     site_secrets: dict[str, str],
 ) -> None:
     d = make_dispatcher()
@@ -126,5 +140,7 @@ def test_worker_accepts_and_resolves_through_the_api(
         assert [x["id"] for x in listed["items"]] == [t["id"]]
         assert worker.post(f"/tickets/{t['id']}/accept").json()["status"] == "accepted"
         assert worker.post(f"/tickets/{t['id']}/accept").status_code == 409
-        r = worker.post(f"/tickets/{t['id']}/resolve", files={"photo": ("a.jpg", b"nope", "image/jpeg")})
+        r = worker.post(
+            f"/tickets/{t['id']}/resolve", files={"photo": ("a.jpg", b"nope", "image/jpeg")}
+        )
         assert r.status_code == 422 and "not a readable image" in r.json()["detail"][0]["msg"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from broker.messages import Event
 from config.site import Site
 from dispatcher.intake import event_time, next_offset
 from dispatcher.lifecycle import Transition
@@ -49,12 +50,21 @@ def test_two_piles_200_m_apart_make_two_tickets(desk: Desk, site: Site) -> None:
 def test_merge_radius_and_window_come_from_the_category(desk: Desk, site: Site) -> None:
     now = desk.clock.now()
     # manhole_missing merges within 15 m, garbage within 30 m
-    desk.send(camera_event(site, "cam-01", now, kind="manhole_missing", track="m1",
-                           position=CAM1))
-    desk.send(camera_event(site, "cam-02", now, kind="manhole_missing", track="m2",
-                           position=offset(*CAM1, north_m=20)))
-    desk.send(camera_event(site, "cam-01", now, track="g1", position=CAM1),
-              camera_event(site, "cam-02", now, track="g2", position=offset(*CAM1, north_m=20)))
+    desk.send(camera_event(site, "cam-01", now, kind="manhole_missing", track="m1", position=CAM1))
+    desk.send(
+        camera_event(
+            site,
+            "cam-02",
+            now,
+            kind="manhole_missing",
+            track="m2",
+            position=offset(*CAM1, north_m=20),
+        )
+    )
+    desk.send(
+        camera_event(site, "cam-01", now, track="g1", position=CAM1),
+        camera_event(site, "cam-02", now, track="g2", position=offset(*CAM1, north_m=20)),
+    )
     kinds = sorted(t["category"] for t in desk.tickets())
     assert kinds == ["garbage", "manhole_missing", "manhole_missing"]
     # Beyond garbage's 720-minute window a sighting is a new problem.
@@ -67,8 +77,17 @@ def test_merge_radius_and_window_come_from_the_category(desk: Desk, site: Site) 
 def test_a_track_stays_with_its_incident_when_it_drifts(desk: Desk, site: Site) -> None:
     now = desk.clock.now()
     desk.send(camera_event(site, "cam-01", now, track="a", position=CAM1))
-    desk.send(camera_event(site, "cam-01", now, track="a", state="update",
-                           position=offset(*CAM1, north_m=80), seq=2))
+    desk.send(
+        camera_event(
+            site,
+            "cam-01",
+            now,
+            track="a",
+            state="update",
+            position=offset(*CAM1, north_m=80),
+            seq=2,
+        )
+    )
     assert len(desk.tickets()) == 1
 
 
@@ -76,8 +95,9 @@ def test_citizen_and_sensor_reports_merge_with_the_camera_incident(desk: Desk, s
     now = desk.clock.now()
     desk.send(camera_event(site, "cam-01", now, track="a", position=CAM1))
     with desk.engine.begin() as conn:
-        obs = desk.intake.citizen(kind="garbage", lat=CAM1[0] + 0.0001, lon=CAM1[1], at=now,
-                                  body={})
+        obs = desk.intake.citizen(
+            kind="garbage", lat=CAM1[0] + 0.0001, lon=CAM1[1], at=now, body={}
+        )
         desk.intake.lock(conn, [obs])
         assert desk.intake.record(conn, obs, now) == desk.tickets()[0]["incident_id"]
     [t] = desk.tickets()
@@ -91,14 +111,13 @@ def test_redelivery_is_harmless(desk: Desk, site: Site) -> None:
     assert len(desk.tickets()) == 1 and desk.intake.stats.duplicates == 2
     with desk.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar() == 1
-        opened = conn.execute(select(func.count()).select_from(audit).where(
-            audit.c.transition == "opened")).scalar()
+        opened = conn.execute(
+            select(func.count()).select_from(audit).where(audit.c.transition == "opened")
+        ).scalar()
     assert opened == 1
 
 
-def test_cleared_before_anyone_arrived_cancels_as_cleared_by_camera(
-    desk: Desk, site: Site
-) -> None:
+def test_cleared_before_anyone_arrived_cancels_as_cleared_by_camera(desk: Desk, site: Site) -> None:
     now = desk.clock.now()
     desk.send(camera_event(site, "cam-01", now, track="a"))
     [t] = desk.tickets()
@@ -117,8 +136,10 @@ def test_cleared_after_arrival_or_by_one_of_two_cameras_keeps_the_ticket(
     desk: Desk, site: Site
 ) -> None:
     now = desk.clock.now()
-    desk.send(camera_event(site, "cam-01", now, track="a"),
-              camera_event(site, "cam-02", now, track="b", position=CAM1))
+    desk.send(
+        camera_event(site, "cam-01", now, track="a"),
+        camera_event(site, "cam-02", now, track="b", position=CAM1),
+    )
     [t] = desk.tickets()
     desk.send(camera_event(site, "cam-01", now, track="a", state="cleared", seq=2))
     assert desk.ticket(t["id"])["status"] == "assigned"  # cam-02 still sees it
@@ -187,10 +208,15 @@ def test_event_time_rules() -> None:
     from datetime import UTC, datetime
 
     recv = datetime(2026, 1, 5, 9, tzinfo=UTC)
-    assert event_time(recv - timedelta(hours=2), recv, None) == (recv - timedelta(hours=2), "device")
+    assert event_time(recv - timedelta(hours=2), recv, None) == (
+        recv - timedelta(hours=2),
+        "device",
+    )
     assert event_time(recv + timedelta(minutes=5), recv, None) == (recv, "received")
-    assert event_time(recv + timedelta(seconds=20), recv, 5.0) == (recv + timedelta(seconds=20),
-                                                                   "device")
+    assert event_time(recv + timedelta(seconds=20), recv, 5.0) == (
+        recv + timedelta(seconds=20),
+        "device",
+    )
     assert event_time(recv - timedelta(minutes=9), recv, -600.0)[1] == "corrected"
     assert next_offset(None, 600) == 600
     assert next_offset(600, 610) == pytest.approx(602)
@@ -200,21 +226,37 @@ def test_event_time_rules() -> None:
 def test_one_batch_with_the_whole_story_of_a_pile(desk: Desk, site: Site) -> None:
     """In one transaction: two cameras see it, one updates, both clear; then a new pile."""
     now = desk.clock.now()
-    a = lambda state, seq: camera_event(site, "cam-01", now, track="a", state=state,  # noqa: E731
-                                        seq=seq, position=CAM1)
-    b = lambda state, seq: camera_event(site, "cam-02", now, track="b", state=state,  # noqa: E731
-                                        seq=seq, position=offset(*CAM1, east_m=5))
-    desk.send(a("new", 1), b("new", 1), a("update", 2), a("update", 3), a("cleared", 4),
-              b("update", 2), b("cleared", 3), a("new", 5))
+
+    def a(state: str, seq: int) -> Event:
+        return camera_event(site, "cam-01", now, track="a", state=state, seq=seq, position=CAM1)
+
+    def b(state: str, seq: int) -> Event:
+        return camera_event(
+            site, "cam-02", now, track="b", state=state, seq=seq, position=offset(*CAM1, east_m=5)
+        )
+
+    desk.send(
+        a("new", 1),
+        b("new", 1),
+        a("update", 2),
+        a("update", 3),
+        a("cleared", 4),
+        b("update", 2),
+        b("cleared", 3),
+        a("new", 5),
+    )
     first, second = desk.tickets()
     assert (first["status"], first["close_reason"]) == ("cancelled", "cleared_by_camera")
     assert desk.incident(first["incident_id"])["events"] == 5  # a new, b new, a×2, b update
     assert second["status"] == "assigned"  # track a seen again after its incident closed
     with desk.engine.connect() as conn:
-        tracks = dict(conn.execute(select(incident_tracks.c.track_key,
-                                          incident_tracks.c.incident_id)).all())
-    assert tracks == {"edge-01/cam-01/a": second["incident_id"],
-                      "edge-01/cam-02/b": first["incident_id"]}
+        tracks = dict(
+            conn.execute(select(incident_tracks.c.track_key, incident_tracks.c.incident_id)).all()
+        )
+    assert tracks == {
+        "edge-01/cam-01/a": second["incident_id"],
+        "edge-01/cam-02/b": first["incident_id"],
+    }
 
 
 def test_a_bad_event_in_a_batch_is_dead_lettered_alone(desk: Desk, site: Site) -> None:
@@ -223,12 +265,16 @@ def test_a_bad_event_in_a_batch_is_dead_lettered_alone(desk: Desk, site: Site) -
     from broker.messages import Evidence
 
     now = desk.clock.now()
-    broken = Evidence(jpeg_b64=base64.b64encode(b"\xff\xd8" + b"\0" * 60).decode(), width=10,
-                      height=10)
-    desk.send(camera_event(site, "cam-01", now, track="a", position=CAM1),
-              camera_event(site, "cam-01", now, track="x", position=offset(*CAM1, north_m=100),
-                           snapshot=broken),
-              camera_event(site, "cam-01", now, track="c", position=offset(*CAM1, north_m=200)))
+    broken = Evidence(
+        jpeg_b64=base64.b64encode(b"\xff\xd8" + b"\0" * 60).decode(), width=10, height=10
+    )
+    desk.send(
+        camera_event(site, "cam-01", now, track="a", position=CAM1),
+        camera_event(
+            site, "cam-01", now, track="x", position=offset(*CAM1, north_m=100), snapshot=broken
+        ),
+        camera_event(site, "cam-01", now, track="c", position=offset(*CAM1, north_m=200)),
+    )
     assert len(desk.tickets()) == 2
     with desk.engine.connect() as conn:
         [reason] = conn.execute(select(dead_letters.c.reason)).scalars().all()

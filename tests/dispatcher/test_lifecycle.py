@@ -73,9 +73,16 @@ T0 = datetime(2026, 1, 5, 9, tzinfo=UTC)
 
 def ticket(status: Status, **fields: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "status": status.value, "opened_at": T0, "deadline": T0 + timedelta(minutes=240),
-        "assigned_at": None, "resolved_at": None, "reminded_at": None, "breached_at": None,
-        "review_at": None, "accept_timeout_s": 600.0, "remind_before_s": 1800.0,
+        "status": status.value,
+        "opened_at": T0,
+        "deadline": T0 + timedelta(minutes=240),
+        "assigned_at": None,
+        "resolved_at": None,
+        "reminded_at": None,
+        "breached_at": None,
+        "review_at": None,
+        "accept_timeout_s": 600.0,
+        "remind_before_s": 1800.0,
         "verify_timeout_s": 120.0,
     }
     row.update(fields)
@@ -99,5 +106,7 @@ def test_timers_by_state() -> None:
     for final in (S.CLOSED, S.CANCELLED, S.REJECTED):
         assert next_timer(ticket(final)) is None
     assert due_timers(assigned, T0 + timedelta(hours=5)) == [
-        TimerKind.ACCEPT_TIMEOUT, TimerKind.REMINDER, TimerKind.SLA
+        TimerKind.ACCEPT_TIMEOUT,
+        TimerKind.REMINDER,
+        TimerKind.SLA,
     ]

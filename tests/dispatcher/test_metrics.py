@@ -42,14 +42,16 @@ def play_a_morning(engine: Engine, site: Site) -> None:
         step(c, t1, T.ACCEPTED, at(9, 5))
         step(c, t1, T.RESOLVED, at(9, 30))
         step(c, t1, T.VERIFIED, at(9, 32))
-        t3 = new_ticket(c, site, kind="manhole_missing", lat=G2[0], lon=G2[1], at=at(9),
-                        source="citizen")
+        t3 = new_ticket(
+            c, site, kind="manhole_missing", lat=G2[0], lon=G2[1], at=at(9), source="citizen"
+        )
         step(c, t3, T.ASSIGNED, at(9), worker_id="w02")
         step(c, t3, T.ACCEPTED, at(9, 10))
         step(c, t3, T.RESOLVED, at(11, 20))
         step(c, t3, T.VERIFIED, at(11, 30))
-        t4 = new_ticket(c, site, kind="garbage", lat=G2[0], lon=G2[1] + 0.001, at=at(9, 10),
-                        source="sensor")
+        t4 = new_ticket(
+            c, site, kind="garbage", lat=G2[0], lon=G2[1] + 0.001, at=at(9, 10), source="sensor"
+        )
         step(c, t4, T.CANCELLED, at(9, 15))
         t2 = new_ticket(c, site, kind="garbage", lat=G1[0] + 0.001, lon=G1[1], at=at(10))
         step(c, t2, T.ASSIGNED, at(10), worker_id="w01")
@@ -68,9 +70,7 @@ def play_a_morning(engine: Engine, site: Site) -> None:
 
 
 @pytest.fixture(scope="module")
-def morning(
-    site: Site, influx: InfluxServer, tmp_path_factory: pytest.TempPathFactory
-) -> InfluxV1:
+def morning(site: Site, influx: InfluxServer, tmp_path_factory: pytest.TempPathFactory) -> InfluxV1:
     engine = sqlite_store(tmp_path_factory.mktemp("metrics-store"))
     play_a_morning(engine, site)
     client = InfluxV1(influx.url, f"t_{uuid.uuid4().hex[:10]}")
@@ -91,7 +91,14 @@ WHOLE = Period(at(8), at(13))
 
 def test_totals(morning: InfluxV1) -> None:
     k = metrics.totals(morning, WHOLE)
-    assert (k.opened, k.closed, k.cancelled, k.rejected, k.reopened, k.resolved) == (6, 3, 1, 1, 1, 4)
+    assert (k.opened, k.closed, k.cancelled, k.rejected, k.reopened, k.resolved) == (
+        6,
+        3,
+        1,
+        1,
+        1,
+        4,
+    )
     assert k.closure_rate == pytest.approx(3 / 4)  # due: 6 opened - 1 cancelled - 1 rejected
     assert k.median_close_s == 45 * 60 and k.p90_close_s == 150 * 60
     assert (k.sla_met, k.sla_total) == (2, 3) and k.sla_compliance == pytest.approx(2 / 3)

@@ -40,11 +40,17 @@ def test_open311_round_trip(
         assert set(services) == {"garbage", "manhole_missing", "manhole_broken", "waterlogging"}
         assert services["garbage"]["type"] == "realtime"
 
-        r = web.post("/requests.json", data={
-            "service_code": "garbage", "lat": str(CAM1[0]), "long": str(CAM1[1]),
-            "description": "路口垃圾成堆 / rubbish piling up", "email": "li@example.cn",
-            "address_string": "和平里东街 1 号",
-        })
+        r = web.post(
+            "/requests.json",
+            data={
+                "service_code": "garbage",
+                "lat": str(CAM1[0]),
+                "long": str(CAM1[1]),
+                "description": "路口垃圾成堆 / rubbish piling up",
+                "email": "li@example.cn",
+                "address_string": "和平里东街 1 号",
+            },
+        )
         assert r.status_code == 201, r.text
         [created] = r.json()
         rid = created["service_request_id"]
@@ -59,8 +65,10 @@ def test_open311_round_trip(
         wait_until(lambda: d.intake.stats.received >= 1)
         wait_until(lambda: d.intake.backlog() == 0 and len(ticket_rows(d)) == 1)
         # A second citizen reports it too: a second request on the same ticket.
-        r2 = web.post("/requests.json", json={"service_code": "garbage", "lat": CAM1[0] + 0.0001,
-                                              "long": CAM1[1]})
+        r2 = web.post(
+            "/requests.json",
+            json={"service_code": "garbage", "lat": CAM1[0] + 0.0001, "long": CAM1[1]},
+        )
         assert r2.status_code == 201 and len(ticket_rows(d)) == 1
         with d.engine.connect() as conn:
             incidents = set(conn.execute(select(citizen_reports.c.incident_id)).scalars())
@@ -80,25 +88,37 @@ def test_open311_round_trip(
         clock.advance(seconds=121)  # nobody answers the verify: garbage closes on the photo
         d.timers.run_due()
         closed = web.get("/requests.json", params={"status": "closed"}).json()
-        assert {c["service_request_id"] for c in closed} == {rid, r2.json()[0]["service_request_id"]}
+        assert {c["service_request_id"] for c in closed} == {
+            rid,
+            r2.json()[0]["service_request_id"],
+        }
         assert closed[0]["status_notes"].endswith("fixed and verified")
         assert web.get("/requests.json", params={"status": "open"}).json() == []
         assert len(web.get("/requests.json", params={"service_code": "garbage"}).json()) == 2
-        assert web.get("/requests.json", params={
-            "start_date": (MORNING + timedelta(minutes=2)).isoformat()}).json() == []
+        assert (
+            web.get(
+                "/requests.json",
+                params={"start_date": (MORNING + timedelta(minutes=2)).isoformat()},
+            ).json()
+            == []
+        )
 
         def error(resp: httpx.Response) -> tuple[int, str]:
             [e] = resp.json()
             assert e["code"] == resp.status_code
             return resp.status_code, str(e["description"])
 
-        code, why = error(web.post("/requests.json", data={"service_code": "ufo", "lat": "39.9",
-                                                           "long": "116.4"}))
+        code, why = error(
+            web.post("/requests.json", data={"service_code": "ufo", "lat": "39.9", "long": "116.4"})
+        )
         assert code == 404 and "ufo" in why
         code, why = error(web.post("/requests.json", data={"service_code": "garbage"}))
         assert code == 400 and "lat" in why
-        code, why = error(web.post("/requests.json", data={"service_code": "garbage",
-                                                           "lat": "31.2", "long": "121.5"}))
+        code, why = error(
+            web.post(
+                "/requests.json", data={"service_code": "garbage", "lat": "31.2", "long": "121.5"}
+            )
+        )
         assert code == 400 and "outside the area" in why
         assert error(web.get("/requests/999.json"))[0] == 404
         assert error(web.get("/requests.json", params={"start_date": "yesterday"}))[0] == 400

@@ -31,17 +31,27 @@ def state(d: Dispatcher) -> dict[int, tuple[str, str | None]]:
 
 def transitions(d: Dispatcher, ticket_id: int, name: str) -> int:
     with d.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(audit).where(
-            audit.c.ticket_id == ticket_id, audit.c.transition == name)).scalar_one())
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(audit)
+                .where(audit.c.ticket_id == ticket_id, audit.c.transition == name)
+            ).scalar_one()
+        )
 
 
 def test_restart_loses_no_ticket_and_no_timer(
-    site: Site, make_dispatcher: Callable[..., Dispatcher],
-    device_bus: Callable[..., BusClient], tmp_path: Path,
+    site: Site,
+    make_dispatcher: Callable[..., Dispatcher],
+    device_bus: Callable[..., BusClient],
+    tmp_path: Path,
 ) -> None:
     clock = ManualClock(MORNING)
-    same = {"state_dir": tmp_path / "dispatcher", "mqtt_client_id": f"d-{uuid.uuid4().hex[:8]}",
-            "share_group": f"r{uuid.uuid4().hex[:8]}"}
+    same = {
+        "state_dir": tmp_path / "dispatcher",
+        "mqtt_client_id": f"d-{uuid.uuid4().hex[:8]}",
+        "share_group": f"r{uuid.uuid4().hex[:8]}",
+    }
     first = make_dispatcher(clock=clock, **same)
     edge = device_bus("edge-01")
     edge.start(wait_s=10)  # it never answers a verify command
@@ -49,8 +59,10 @@ def test_restart_loses_no_ticket_and_no_timer(
 
     def send(n: int) -> None:
         where = offset(cam.position.lat, cam.position.lon, north_m=40 * n)
-        edge.publish(topics.event("edge-01"), camera_event(site, "cam-01", clock.now(),
-                                                           track=f"t{n}", position=where))
+        edge.publish(
+            topics.event("edge-01"),
+            camera_event(site, "cam-01", clock.now(), track=f"t{n}", position=where),
+        )
 
     for n in range(3):
         send(n)
@@ -69,8 +81,10 @@ def test_restart_loses_no_ticket_and_no_timer(
 
     second = make_dispatcher(clock=clock, **same)
     wait_until(lambda: len(state(second)) == 5, timeout_s=15)
-    wait_until(lambda: state(second)[waiting][1] != "w01" and state(second)[resolved][0] == "closed",
-               timeout_s=15)
+    wait_until(
+        lambda: state(second)[waiting][1] != "w01" and state(second)[resolved][0] == "closed",
+        timeout_s=15,
+    )
     assert second.timers.run_due() == []  # already fired, once
     assert transitions(second, waiting, "reassigned") == 1
     assert transitions(second, resolved, "verified") == 1
@@ -81,7 +95,10 @@ def test_restart_loses_no_ticket_and_no_timer(
 
     def unpushed() -> int:
         with second.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(audit).where(
-                audit.c.pushed.is_(False))).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(audit).where(audit.c.pushed.is_(False))
+                ).scalar_one()
+            )
 
     wait_until(lambda: unpushed() == 0)  # every transition's push went out, and is marked

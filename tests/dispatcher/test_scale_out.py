@@ -40,7 +40,8 @@ def burst(site: Site) -> list[Event]:
     cams = [c.id for c in site.cameras]
     lattice = [
         offset(39.9553, 116.4153, north_m=40 * r, east_m=40 * c)
-        for r in range(21) for c in range(20)
+        for r in range(21)
+        for c in range(20)
     ]
     out: list[Event] = []
     now = datetime.now(UTC)
@@ -48,12 +49,26 @@ def burst(site: Site) -> list[Event]:
         kind = KINDS[i % 3]
         lat, lon = lattice[i // 3]
         a, b = cams[i % 8], cams[(i + 3) % 8]
-        plan = [(a, 0.0, "new"), (b, 2.5, "new"), (a, 1.0, "update"), (b, 3.0, "update"),
-                (a, 0.5, "update")]
+        plan = [
+            (a, 0.0, "new"),
+            (b, 2.5, "new"),
+            (a, 1.0, "update"),
+            (b, 3.0, "update"),
+            (a, 0.5, "update"),
+        ]
         for n, (cam, east, state) in enumerate(plan):
-            out.append(camera_event(site, cam, now, kind=kind, state=state,
-                                    track=f"p{i}-{cam}", position=offset(lat, lon, east_m=east),
-                                    seq=n + 1))
+            out.append(
+                camera_event(
+                    site,
+                    cam,
+                    now,
+                    kind=kind,
+                    state=state,
+                    track=f"p{i}-{cam}",
+                    position=offset(lat, lon, east_m=east),
+                    seq=n + 1,
+                )
+            )
     return out
 
 
@@ -66,16 +81,42 @@ def two_dispatchers(
     urls = []
     for n in range(2):
         port = free_port()
-        env = dict(os.environ, GW_SHARE_GROUP=group, GW_LOG_FORMAT="json",
-                   GW_SECRET_KEY=uuid.uuid4().hex * 2)
+        env = dict(
+            os.environ,
+            GW_SHARE_GROUP=group,
+            GW_LOG_FORMAT="json",
+            GW_SECRET_KEY=uuid.uuid4().hex * 2,
+        )
         log = open(tmp_path / f"dispatcher-{n}.log", "wb")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "simulators.cli", "dispatcher", "run", "--site",
-             str(SAMPLE_SITE), "--state-dir", str(tmp_path / f"state-{n}"), "--port", str(port),
-             "--influx-url", influx.url, "--influx-db", f"t_{group}", "--db-url", pg_url,
-             "--client-id", f"{group}-{n}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "simulators.cli",
+                    "dispatcher",
+                    "run",
+                    "--site",
+                    str(SAMPLE_SITE),
+                    "--state-dir",
+                    str(tmp_path / f"state-{n}"),
+                    "--port",
+                    str(port),
+                    "--influx-url",
+                    influx.url,
+                    "--influx-db",
+                    f"t_{group}",
+                    "--db-url",
+                    pg_url,
+                    "--client-id",
+                    f"{group}-{n}",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for url, proc in zip(urls, procs, strict=True):
@@ -115,9 +156,11 @@ def test_two_processes_on_postgresql_make_exactly_the_expected_tickets(
 
     def count(table: object, *where: object) -> int:
         with store.connect() as conn:
-            return int(conn.execute(
-                select(func.count()).select_from(table).where(*where)  # type: ignore[arg-type]
-            ).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(table).where(*where)  # type: ignore[arg-type]
+                ).scalar_one()
+            )
 
     deadline = time.monotonic() + 120
     while count(events) < len(evs):
@@ -129,11 +172,15 @@ def test_two_processes_on_postgresql_make_exactly_the_expected_tickets(
     assert count(incidents, incidents.c.events != 5) == 0
     assert count(audit, audit.c.transition == "opened") == PROBLEMS
     with store.connect() as conn:
-        per_kind = dict(conn.execute(
-            select(tickets.c.category, func.count()).group_by(tickets.c.category)).all())
+        per_kind = dict(
+            conn.execute(
+                select(tickets.c.category, func.count()).group_by(tickets.c.category)
+            ).all()
+        )
     assert per_kind == {"garbage": 334, "manhole_broken": 333, "manhole_missing": 333}
-    received = [httpx.get(u + "/health", timeout=5).json()["events_received"]
-                for u in two_dispatchers]
+    received = [
+        httpx.get(u + "/health", timeout=5).json()["events_received"] for u in two_dispatchers
+    ]
     assert sum(received) == len(evs) and min(received) > 0  # both took a share
     while count(audit, audit.c.pushed.is_(False)) or count(audit, audit.c.metric_sent.is_(False)):
         assert time.monotonic() < deadline + 60, "pushes or points not shipped"
@@ -164,8 +211,9 @@ def test_an_event_whose_squares_are_busy_waits_for_a_later_batch(
 
     def delivery(where: tuple[float, float], track: str) -> Delivery:
         ev = camera_event(site, "cam-01", clock.now(), track=track, position=where)
-        return Delivery(topics.event("edge-01"), ev.to_json(), 1, False, 0,
-                        lambda: acked.append(track))
+        return Delivery(
+            topics.event("edge-01"), ev.to_json(), 1, False, 0, lambda: acked.append(track)
+        )
 
     other = engine.connect()
     other.begin()

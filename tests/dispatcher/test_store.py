@@ -22,7 +22,11 @@ def schema_drift(engine: Engine) -> list[object]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
-    url = sqlite_url(tmp_path / "d.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    url = (
+        sqlite_url(tmp_path / "d.db")
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
     e = make_engine(url)
     request.addfinalizer(e.dispose)
     return e

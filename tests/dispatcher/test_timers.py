@@ -29,8 +29,9 @@ def open_one(desk: Desk, site: Site, kind: str = "garbage", camera: str = "cam-0
     n = len(desk.tickets())
     cam = next(c for c in site.cameras if c.id == camera)
     where = offset(cam.position.lat, cam.position.lon, north_m=40 * n)
-    desk.send(camera_event(site, camera, desk.clock.now(), kind=kind, track=f"t{n}",
-                           position=where))
+    desk.send(
+        camera_event(site, camera, desk.clock.now(), kind=kind, track=f"t{n}", position=where)
+    )
     assert len(desk.tickets()) == n + 1
     return int(desk.tickets()[-1]["id"])
 
@@ -149,7 +150,9 @@ def test_timers_survive_a_restart(desk: Desk, site: Site) -> None:
     reborn = Timers(desk.engine, site, desk.clock)
     fired = reborn.run_due()
     assert {(f.ticket_id, str(f.kind)) for f in fired} >= {
-        (first, "accept_timeout"), (second, "reminder"), (second, "sla")
+        (first, "accept_timeout"),
+        (second, "reminder"),
+        (second, "sla"),
     }
     assert reborn.run_due() == [] and desk.timers.run_due() == []
 

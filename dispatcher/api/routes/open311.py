@@ -37,8 +37,9 @@ DEFAULT_WINDOW = timedelta(days=90)
 
 
 def _error(exc: Open311Error) -> JSONResponse:
-    return JSONResponse(status_code=exc.code, content=[{"code": exc.code,
-                                                        "description": exc.description}])
+    return JSONResponse(
+        status_code=exc.code, content=[{"code": exc.code, "description": exc.description}]
+    )
 
 
 def _describe(exc: ValidationError) -> str:
@@ -68,14 +69,17 @@ def _create(d: Dispatcher, data: dict[str, Any]) -> list[ServiceRequestCreated]:
     kind = open311.category_for(d.site, body.service_code)
     if d.intake.grids.locate(body.lat, body.long) is None:
         raise Open311Error(400, "lat/long is outside the area this office serves")
-    report_id, _ = d.report_citizen(kind=kind, lat=body.lat, lon=body.long,
-                                    details=body.details())
-    return [ServiceRequestCreated(service_request_id=str(report_id),
-                                  service_notice=open311.NOTES["open"])]
+    report_id, _ = d.report_citizen(kind=kind, lat=body.lat, lon=body.long, details=body.details())
+    return [
+        ServiceRequestCreated(
+            service_request_id=str(report_id), service_notice=open311.NOTES["open"]
+        )
+    ]
 
 
-@router.post("/requests.json", response_model=list[ServiceRequestCreated], status_code=201,
-             responses=ERRORS)
+@router.post(
+    "/requests.json", response_model=list[ServiceRequestCreated], status_code=201, responses=ERRORS
+)
 async def create_request(request: Request, d: DispatcherDep) -> Any:
     """Post a report (form-encoded as the standard says, or JSON); it joins the same
     incident as a camera's sighting of the same problem, or opens a ticket."""
@@ -109,10 +113,12 @@ def _when(name: str, value: str | None) -> datetime | None:
 @router.get("/requests.json", response_model=list[ServiceRequest], responses=ERRORS)
 def list_requests(
     d: DispatcherDep,
-    service_request_id: Annotated[str | None, Query(max_length=2000,
-                                                    description="ids, comma-separated")] = None,
-    service_code: Annotated[str | None, Query(max_length=500,
-                                              description="codes, comma-separated")] = None,
+    service_request_id: Annotated[
+        str | None, Query(max_length=2000, description="ids, comma-separated")
+    ] = None,
+    service_code: Annotated[
+        str | None, Query(max_length=500, description="codes, comma-separated")
+    ] = None,
     start_date: Annotated[str | None, Query(max_length=40)] = None,
     end_date: Annotated[str | None, Query(max_length=40)] = None,
     status: Annotated[Literal["open", "closed"] | None, Query()] = None,
@@ -124,22 +130,27 @@ def list_requests(
             try:
                 ids = [int(i) for i in service_request_id.split(",") if i.strip()]
             except ValueError as exc:
-                raise Open311Error(400, "service_request_id: a comma-separated list of ids") from exc
+                raise Open311Error(
+                    400, "service_request_id: a comma-separated list of ids"
+                ) from exc
         start, end = _when("start_date", start_date), _when("end_date", end_date)
         if ids is None and start is None:
             start = (end or d.clock.now()) - DEFAULT_WINDOW
         with d.engine.connect() as conn:
             return open311.find_requests(
-                conn, d.site, ids=ids,
+                conn,
+                d.site,
+                ids=ids,
                 service_codes=service_code.split(",") if service_code else None,
-                start=start, end=end, status=status,
+                start=start,
+                end=end,
+                status=status,
             )
     except Open311Error as exc:
         return _error(exc)
 
 
-@router.get("/requests/{request_id}.json", response_model=list[ServiceRequest],
-            responses=ERRORS)
+@router.get("/requests/{request_id}.json", response_model=list[ServiceRequest], responses=ERRORS)
 def get_request(request_id: str, d: DispatcherDep) -> Any:
     """One report (as a list of one, as the standard has it)."""
     if not request_id.isdigit():
