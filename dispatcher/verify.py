@@ -138,14 +138,16 @@ def answers(
 ) -> tuple[list[str], dict[str, str]]:
     """Who was asked to confirm a resolved ticket, and what each has said so far.
 
-    Cameras: the verify commands sent at resolution and their results. Sensors: the
+    Cameras: the verify commands sent at the latest resolution and their results. Sensors: the
     incident's sensors, clear once each has reported its reading back to normal. Photo
     categories ask nobody.
     """
     if category.verify == "camera":
+        # Only this resolution's round: a reopened ticket's earlier answers no longer count.
         rows = conn.execute(
             select(verifications.c.camera_id, verifications.c.outcome).where(
-                verifications.c.ticket_id == ticket["id"]
+                verifications.c.ticket_id == ticket["id"],
+                verifications.c.asked_at >= ticket["resolved_at"],
             )
         ).all()
         return [c for c, _ in rows], {c: o for c, o in rows if o}

@@ -166,7 +166,7 @@ def test_camera_clear_closes_the_ticket(
 def test_still_present_reopens_to_the_same_worker_with_the_new_snapshot(
     rig: tuple[Dispatcher, Camera, list[TicketPush], ManualClock], site: Site
 ) -> None:
-    d, camera, pushes, _ = rig
+    d, camera, pushes, clock = rig
     camera.answer = "still_present"
     t = open_ticket(d, camera, site)
     tid = int(t["id"])  # type: ignore[call-overload]
@@ -181,6 +181,14 @@ def test_still_present_reopens_to_the_same_worker_with_the_new_snapshot(
     push = wait_until(lambda: next((p for p in pushes if p.action == "reopened"), None))
     assert isinstance(push, TicketPush)
     assert push.worker_id == "w01" and "still sees it" in (push.note or "")
+
+    # The second resolution is judged on the second round of answers only.
+    camera.answer = "clear"
+    clock.advance(minutes=20)
+    d.act(tid, Transition.ACCEPTED, worker_id="w01", actor="worker:w01")
+    d.resolve(tid, worker_id="w01", photo=None, note="done again")
+    wait_until(lambda: status(d, tid) == "closed")
+    assert len(camera.asked) == 2
 
 
 def test_no_answer_falls_back_to_the_category_policy(
