@@ -111,6 +111,10 @@ class Published:
 NO_MATCHING_SUBSCRIBERS = 0x10
 
 
+# Topics whose handler list is remembered (one per device and channel in practice).
+ROUTE_CACHE_SIZE = 50_000
+
+
 class BusError(RuntimeError):
     """The broker refused something (authorisation, a bad topic, a full queue)."""
 
@@ -128,6 +132,7 @@ class BusClient:
     def __init__(self, settings: BusSettings) -> None:
         self.settings = settings
         self._subs: list[tuple[str, str, int, Handler]] = []
+        self._routes: dict[str, tuple[Handler, ...]] = {}  # topic -> handlers, filled on use
         self._connect_listeners: list[Callable[[bool], None]] = []
         self._disconnect_listeners: list[Callable[[str], None]] = []
         self._publish_listeners: list[Callable[[int, bool], None]] = []
@@ -234,6 +239,7 @@ class BusClient:
         """Register a handler; the subscription is (re)made on every connect."""
         with self._lock:
             self._subs.append((topic_filter, _inner_filter(topic_filter), qos, handler))
+            self._routes.clear()
         if self.connected:
             self._client.subscribe(topic_filter, qos=qos)
 
@@ -327,8 +333,15 @@ class BusClient:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
-        with self._lock:
-            handlers = [h for _, inner, _, h in self._subs if mqtt.topic_matches_sub(inner, topic)]
+        handlers = self._routes.get(topic)
+        if handlers is None:
+            with self._lock:
+                handlers = tuple(
+                    h for _, inner, _, h in self._subs if mqtt.topic_matches_sub(inner, topic)
+                )
+                if len(self._routes) >= ROUTE_CACHE_SIZE:
+                    self._routes.clear()
+                self._routes[topic] = handlers
         qos, mid = msg.qos, msg.mid
         acked = threading.Event()
 
