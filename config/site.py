@@ -359,8 +359,15 @@ def read_grids(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(path, ["(top level): expected a GeoJSON FeatureCollection"])
     cells: list[dict[str, Any]] = []
     problems: list[str] = []
-    for i, feat in enumerate(doc.get("features") or []):
-        props = (feat or {}).get("properties") or {}
+    features = doc.get("features") or []
+    if not isinstance(features, list):
+        raise ConfigError(path, ["features: expected a list of GeoJSON Features"])
+    for i, feat in enumerate(features):
+        props = feat.get("properties") if isinstance(feat, dict) else None
+        if not isinstance(feat, dict) or not isinstance(props or {}, dict):
+            problems.append(f"features[{i}]: expected a Feature object with properties")
+            continue
+        props = props or {}
         try:
             geom = shape(feat["geometry"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

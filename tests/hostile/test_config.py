@@ -190,3 +190,21 @@ def test_any_text_as_edge_file(folder: Path, text: str) -> None:
     path = folder / "edge.yaml"
     path.write_text(text, encoding="utf-8")
     expect_load_or_config_error(path, load_edge_settings)
+
+
+@pytest.mark.parametrize(
+    "features",
+    [True, "cells", {"a": 1}, [True], [None], [[1, 2]], [{"properties": [1], "geometry": None}]],
+    ids=["bool", "string", "object", "bool-feature", "null-feature", "list-feature", "list-props"],
+)
+def test_grid_file_with_malformed_features_is_a_config_error(folder: Path, features: Any) -> None:
+    sub = folder / "grids-malformed"
+    sub.mkdir(exist_ok=True)
+    (sub / "grids.geojson").write_text(
+        json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8"
+    )
+    path = sub / "site.yaml"
+    path.write_text(yaml.safe_dump(SAMPLE_DOC, allow_unicode=True), encoding="utf-8")
+    TRIED["config files"] += 1
+    with pytest.raises(ConfigError, match=r"grids\.geojson"):
+        load_site(path)
