@@ -175,14 +175,43 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
     return False
 
 
-class MosquittoServer:
-    """A real Mosquitto process on a state folder; start, stop, kill -9, restart."""
+class LocalServer:
+    """A server child process: graceful stop (its ``stop_signal``), SIGKILL for fault tests."""
+
+    stop_signal: signal.Signals = signal.SIGTERM
+    proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self, timeout_s: float = 10) -> None:
+        """Graceful stop; SIGKILL if it has not exited within ``timeout_s``."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no final save."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class MosquittoServer(LocalServer):
+    """A real Mosquitto process on a state folder; start, stop (it saves persistence), kill -9."""
 
     def __init__(self, state: Path, accounts: list[Account], opts: BrokerOptions) -> None:
         self.state = state.resolve()
         self.opts = opts
         self.conf = write_config(self.state, accounts, opts)
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def port(self) -> int:
@@ -208,29 +237,6 @@ class MosquittoServer:
         log.info(
             "mosquitto listening on %s:%s (state %s)", self.opts.bind, self.opts.port, self.state
         )
-
-    def stop(self, timeout_s: float = 10) -> None:
-        """Graceful stop (SIGTERM): Mosquitto saves its persistence file."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def kill(self) -> None:
-        """SIGKILL, for fault tests: no goodbye, no final save."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def log_text(self) -> str:
         path = self.state / "mosquitto.log"

@@ -13,19 +13,18 @@ from pathlib import Path
 
 import httpx
 
-from broker.mosquitto import free_port, wait_for_port
+from broker.mosquitto import LocalServer, free_port, wait_for_port
 
 log = logging.getLogger(__name__)
 
 
-class InfluxServer:
+class InfluxServer(LocalServer):
     """``influxd`` (Debian's 1.6) with its own config, data folders and free ports."""
 
     def __init__(self, state: Path, port: int | None = None) -> None:
         self.state = state.resolve()
         self.port = port or free_port()
         self.rpc_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.state.mkdir(parents=True, exist_ok=True)
         self.conf = self.state / "influxdb.conf"
         self.conf.write_text(
@@ -79,35 +78,15 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         tail = (self.state / "influxd.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"influxd did not answer on {self.url}:\n{tail}")
 
-    def stop(self, timeout_s: float = 10) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
-class PostgresServer:
+class PostgresServer(LocalServer):
     """A throw-away PostgreSQL cluster (Debian's ``postgresql``) on a free port, run as ``postgres``."""
+
+    stop_signal = signal.SIGINT  # "fast shutdown"
 
     def __init__(self, state: Path, port: int | None = None) -> None:
         self.state = state.resolve()
         self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.bindir = self._bindir()
 
     @staticmethod
@@ -203,15 +182,3 @@ class PostgresServer:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"could not create database: {r.stderr.decode(errors='replace')}")
-
-    def stop(self, timeout_s: float = 10) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
