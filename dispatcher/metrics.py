@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -41,6 +40,7 @@ import httpx
 from sqlalchemy import Connection, Engine, func, select, text, update
 
 from dispatcher.lifecycle import ACTIVE, Status, Transition
+from dispatcher.shipping import ShipperThread
 from dispatcher.store.schema import audit, tickets
 
 log = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ def connect(
     return client
 
 
-class MetricsShipper:
+class MetricsShipper(ShipperThread):
     """Background thread: audit rows not yet in InfluxDB → points → marked sent.
 
     On PostgreSQL several dispatcher processes share the audit table; a transaction-scoped
@@ -319,26 +319,13 @@ class MetricsShipper:
     no row is written twice or skipped. On SQLite there is one process.
     """
 
+    thread_name = "metrics-shipper"
+
     def __init__(self, engine: Engine, influx: InfluxClient, batch: int = 5000) -> None:
+        super().__init__()
         self.engine, self.influx, self.batch = engine, influx, batch
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.sent = 0
         self.last_error: str | None = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="metrics-shipper", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 5) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
 
     def _run(self) -> None:
         delay = 1.0

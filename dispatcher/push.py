@@ -29,6 +29,7 @@ from broker.messages import Message, SupervisorAlert, TicketAction, TicketPush
 from config.site import GeoPoint, Site
 from dispatcher.assign import supervisor_for
 from dispatcher.lifecycle import Transition
+from dispatcher.shipping import ShipperThread
 from dispatcher.store.db import SqliteEngine
 from dispatcher.store.schema import audit, tickets
 from dispatcher.verify import REVIEW_ACTOR
@@ -133,29 +134,16 @@ def pushes_for(
     return out
 
 
-class PushShipper:
+class PushShipper(ShipperThread):
     """Background thread: unpushed audit rows → MQTT messages → marked pushed after PUBACK."""
 
+    thread_name = "push-shipper"
+
     def __init__(self, engine: Engine, site: Site, bus: Publisher, batch: int = 500) -> None:
+        super().__init__()
         self.engine, self.site, self.bus, self.batch = engine, site, bus, batch
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._unmarked: list[int] = []
         self.sent = 0
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="push-shipper", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 5) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
 
     def _run(self) -> None:
         while not self._stop.is_set():
