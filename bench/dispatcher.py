@@ -48,6 +48,7 @@ import typer
 import yaml
 from sqlalchemy import create_engine, func, select, text
 
+from bench.machine import cpu_name
 from broker import topics
 from broker.client import BusClient, BusSettings, Delivery
 from broker.messages import Event
@@ -63,16 +64,6 @@ CENTRE = (39.959, 116.420)
 CELL_M = 3000.0  # each of the four grid cells is 3 km square (the sample's are ~400 m)
 SPACING_M = 40.0  # problems on a 40 m lattice: beyond every category's merge radius
 KINDS = ("garbage", "manhole_broken", "manhole_missing")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def metres(lat: float) -> tuple[float, float]:

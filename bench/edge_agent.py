@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import cv2
 import numpy as np
 import typer
 import yaml
+
+from bench.machine import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "weights" / "gridwatch-det.onnx"
@@ -50,16 +51,6 @@ GROUND = {
 }
 
 app = typer.Typer(add_completion=False)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_seconds() -> float:
