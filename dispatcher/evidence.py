@@ -10,13 +10,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 log = logging.getLogger(__name__)
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_PIXELS = 40_000_000
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+# Each accepted format's PIL image class, opened directly rather than through ``Image.open``:
+# that name can be replaced by another library in the process (ultralytics swaps in a version
+# that tries to install a HEIF plugin when Pillow does not know a file), and the decoder of
+# evidence must not depend on what else was imported.
+OPENERS: dict[str, type[ImageFile.ImageFile]] = {
+    "JPEG": JpegImagePlugin.JpegImageFile,
+    "PNG": PngImagePlugin.PngImageFile,
+    "WEBP": WebPImagePlugin.WebPImageFile,
+}
 EvidenceKind = Literal["snapshot", "crop", "after_photo", "verify"]
 
 
@@ -33,30 +41,38 @@ class StoredImage:
     height: int
 
 
+def sniff_format(data: bytes) -> str | None:
+    """The image format named by the file's first bytes (its signature), or None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
 def check_image(data: bytes) -> tuple[int, int, str]:
     """Validate an image without decoding its pixels: size, format and dimensions."""
     if not data:
         raise BadImage("empty image")
     if len(data) > MAX_IMAGE_BYTES:
         raise BadImage(f"image is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES}")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise BadImage(
+            f"not a JPEG, PNG or WEBP image (it starts with {data[:8]!r}); other formats are refused"
+        )
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, (w, h) = img.format or "", img.size
-            if fmt not in ALLOWED_FORMATS:
-                raise BadImage(f"image format {fmt or 'unknown'} is not one of JPEG, PNG, WEBP")
+        with OPENERS[fmt](io.BytesIO(data)) as img:
+            w, h = img.size
             if w * h > MAX_PIXELS or w <= 0 or h <= 0:
                 raise BadImage(f"image is {w}x{h} pixels; the limit is {MAX_PIXELS} pixels")
             img.verify()
     except BadImage:
         raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
-        raise BadImage(f"not a readable image: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise BadImage(f"not a readable {fmt} image: {exc}") from exc
     return w, h, fmt
 
 
