@@ -77,9 +77,9 @@ def postgres() -> Iterator[PostgresServer]:
 DeviceFactory = Callable[..., BusClient]
 
 
-@pytest.fixture
-def device_bus(site: Site, mosquitto: MosquittoServer) -> Iterator[DeviceFactory]:
-    """Connect as a device (its own account) or as any username/password; closed after the test."""
+def bus_factory(site: Site, port: int) -> tuple[DeviceFactory, list[BusClient]]:
+    """A factory that connects as a device (its own account) or as any username/password to
+    the broker on ``port``, and the list of the clients it made (for the caller to stop)."""
     made: list[BusClient] = []
 
     def connect(device_id: str, password: str | None = None, **settings: object) -> BusClient:
@@ -88,7 +88,7 @@ def device_bus(site: Site, mosquitto: MosquittoServer) -> Iterator[DeviceFactory
         bus = BusClient(
             BusSettings(
                 client_id=str(settings.pop("client_id", f"t-{device_id}-{uuid.uuid4().hex[:6]}")),
-                port=mosquitto.port,
+                port=port,
                 username=device_id,
                 password=pw,
                 **settings,  # type: ignore[arg-type]
@@ -97,6 +97,13 @@ def device_bus(site: Site, mosquitto: MosquittoServer) -> Iterator[DeviceFactory
         made.append(bus)
         return bus
 
+    return connect, made
+
+
+@pytest.fixture
+def device_bus(site: Site, mosquitto: MosquittoServer) -> Iterator[DeviceFactory]:
+    """Connect to the session's broker as a device or as any account; closed after the test."""
+    connect, made = bus_factory(site, mosquitto.port)
     yield connect
     for bus in made:
         bus.stop()

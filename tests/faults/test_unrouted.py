@@ -1,23 +1,43 @@
 """A publish nobody is subscribed to: Mosquitto PUBACKs it with "No matching subscribers" and
 drops it. A sender that must not lose it (the edge outbox) hears of it through ``on_unrouted``
-instead of ``on_acknowledged``, and keeps the message."""
+instead of ``on_acknowledged``, and keeps the message.
+
+The test has a broker of its own: on the session's broker, the persistent sessions of earlier
+tests' dispatchers still hold subscriptions to every device's events, so nothing is unrouted
+there."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from broker import topics
-from broker.client import BusClient, Delivery
+from broker.client import Delivery
+from broker.mosquitto import BrokerOptions, MosquittoServer, free_port, site_accounts
 from config.site import Site
-from tests.conftest import wait_until
+from tests.conftest import DeviceFactory, bus_factory, wait_until
+
+
+@pytest.fixture
+def own_broker(site: Site, tmp_path: Path) -> Iterator[DeviceFactory]:
+    """Connections to a Mosquitto that only this test uses (same accounts and ACL)."""
+    server = MosquittoServer(tmp_path, site_accounts(site), BrokerOptions(port=free_port()))
+    server.start()
+    connect, made = bus_factory(site, server.port)
+    yield connect
+    for bus in made:
+        bus.stop()
+    server.stop()
 
 
 def test_unrouted_publish_is_not_reported_as_acknowledged(
-    site: Site, device_bus: Callable[..., BusClient]
+    site: Site, own_broker: DeviceFactory
 ) -> None:
     group = f"g{uuid.uuid4().hex[:8]}"
-    device = device_bus("edge-02")
+    device = own_broker("edge-02")
     acked: list[tuple[int, bool]] = []
     unrouted: list[int] = []
     device.on_acknowledged(lambda mid, ok: acked.append((mid, ok)))
@@ -28,7 +48,7 @@ def test_unrouted_publish_is_not_reported_as_acknowledged(
     wait_until(lambda: lonely.mid in unrouted)
     assert acked == []
 
-    consumer = device_bus("dispatcher", site.broker.dispatcher_password.get_secret_value())
+    consumer = own_broker("dispatcher", site.broker.dispatcher_password.get_secret_value())
     got: list[Delivery] = []
     consumer.subscribe(topics.shared(topics.all_edge("event"), group), got.append)
     consumer.start(wait_s=10)
