@@ -20,6 +20,9 @@ from broker.cli import app as broker_app
 from config.site import SAMPLE_SITE
 from dispatcher.cli import app as dispatcher_app
 from edge.cli import app as edge_app
+from models.cli import evaluate as models_evaluate
+from models.cli import export as models_export
+from models.cli import train as models_train
 
 app = typer.Typer(
     help="gridwatch: street cameras and sensors → tickets for grid workers → closed on camera proof.",
@@ -29,6 +32,10 @@ app = typer.Typer(
 app.add_typer(broker_app, name="broker")
 app.add_typer(dispatcher_app, name="dispatcher")
 app.add_typer(edge_app, name="edge")
+# The detector's pipeline sits at the top level, as DESIGN.md names it: gridwatch train|evaluate|export.
+app.command("train")(models_train)
+app.command("evaluate")(models_evaluate)
+app.command("export")(models_export)
 
 sim_app = typer.Typer(
     help="Simulated devices and workers that use the real bus and API.", no_args_is_help=True
@@ -126,7 +133,8 @@ def sim_load(
     tickets, latency p50/p99 and every process's memory and CPU (see docs/reliability.md).
     """
     from config.logs import setup_logging
-    from simulators.load import LoadPlan, load_markdown, machine, run_load, write_docs_section
+    from config.markdown import write_section
+    from simulators.load import DOCS, LoadPlan, load_markdown, machine, run_load
 
     setup_logging("WARNING")
     plan = LoadPlan(
@@ -142,7 +150,7 @@ def sim_load(
     text = load_markdown(results, machine())
     typer.echo(text)
     if write_docs:
-        typer.echo(f"wrote {write_docs_section('load', text)}")
+        typer.echo(f"wrote {write_section(DOCS, 'load', text)}")
     if results["events_lost"] or results["tickets_made_for_them"] < results["tickets_expected"]:
         raise typer.Exit(1)
 
