@@ -1002,18 +1002,6 @@ def machine() -> str:
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 
 
-def write_docs_section(tag: str, body: str, doc: Path = DOCS) -> Path:
-    """Replace what stands between ``<!-- tag:begin -->`` and ``<!-- tag:end -->`` in ``doc``."""
-    text = doc.read_text(encoding="utf-8")
-    begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
-    if begin not in text or end not in text:
-        raise ValueError(f"{doc} has no {begin} ... {end} markers")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    doc.write_text(f"{head}{begin}\n{body}\n{end}{tail}", encoding="utf-8")
-    return doc
-
-
 def _main() -> None:
     """Worker-process entry: ``python -m simulators.load --shard i/n ...``."""
     import argparse

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from config.markdown import replace_section
 from simulators.load import DOCS as DOC
 from simulators.load import machine
 
@@ -187,15 +188,6 @@ def hostile_table(h: dict[str, Any], stamp: str) -> str:
     return "\n".join(lines)
 
 
-def replace_between(text: str, tag: str, body: str) -> str:
-    begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
-    if begin not in text or end not in text:
-        raise SystemExit(f"{DOC} has no {begin} … {end} markers")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    return f"{head}{begin}\n{body}\n{end}{tail}"
-
-
 def main() -> None:
     from tests.faults.scenarios import SCENARIOS
 
@@ -225,11 +217,11 @@ def main() -> None:
     results: dict[str, Any] = {"stamp": stamp}
     if not args.skip_faults:
         results["faults"] = run_faults(names, state)
-        text = replace_between(text, "faults", faults_table(results["faults"], stamp))
+        text = replace_section(text, "faults", faults_table(results["faults"], stamp))
     if not args.skip_hostile:
         print("== hostile input", flush=True)
         results["hostile"] = run_hostile(args.scale, state)
-        text = replace_between(text, "hostile", hostile_table(results["hostile"], stamp))
+        text = replace_section(text, "hostile", hostile_table(results["hostile"], stamp))
     (state / "results.json").write_text(json.dumps(results, indent=1, default=str))
     if args.print_only:
         print(text)
