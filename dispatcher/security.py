@@ -88,13 +88,28 @@ class _Failures:
     locked_until: float = 0.0
 
 
-class LoginThrottle:
-    """Failed-login limits, per username+client address and per client address, in this process.
+@dataclass(frozen=True)
+class LoginLock:
+    """Why a login may not be tried now, and for how many more seconds."""
 
-    After ``max_failures`` failures within ``window_s`` for one username from one address, that
-    pair is locked for ``lockout_s``; one address is locked after ``max_per_address`` failures
-    across usernames (password spraying). State lives in memory: several dispatcher processes
-    each keep their own counts, so the effective limit is per process.
+    seconds: float
+    reason: str
+
+
+class LoginThrottle:
+    """Failed-login limits, kept in this process's memory. Within ``window_s``:
+
+    - ``max_failures`` for one username from one address lock that pair for ``lockout_s``;
+    - ``max_per_address`` across usernames lock the address for ``lockout_s`` (spraying);
+    - ``max_per_account`` for one username from any addresses lock the account for
+      ``account_lockout_s`` (guesses spread over many addresses). Anyone can set this lock off,
+      so it is short: while the failures in the window stay at the limit, each new one locks
+      again, which holds guessing to about ``max_per_account`` per window. Addresses the
+      account logged in from successfully within ``known_s`` are not held by it, so an
+      attacker cannot lock a worker out of the phone the worker already uses.
+
+    Several dispatcher processes each keep their own counts, so the effective limits are per
+    process.
     """
 
     def __init__(
@@ -103,43 +118,71 @@ class LoginThrottle:
         window_s: float = 300,
         lockout_s: float = 300,
         max_per_address: int = 100,
+        max_per_account: int = 20,
+        account_lockout_s: float = 60,
+        known_s: float = 30 * 24 * 3600,
         max_keys: int = 10_000,
     ) -> None:
         self.max_failures, self.window_s, self.lockout_s = max_failures, window_s, lockout_s
         self.max_per_address, self.max_keys = max_per_address, max_keys
+        self.max_per_account, self.account_lockout_s = max_per_account, account_lockout_s
+        self.known_s = known_s
         self._lock = threading.Lock()
         self._pairs: dict[tuple[str, str], _Failures] = {}
         self._addresses: dict[str, _Failures] = {}
+        self._accounts: dict[str, _Failures] = {}
+        self._known: dict[tuple[str, str], float] = {}
 
-    def retry_after(self, username: str, address: str, now: float) -> float | None:
-        """Seconds until this login may be tried again, or None when it may be tried now."""
+    def retry_after(self, username: str, address: str, now: float) -> LoginLock | None:
+        """The longest lock on this login, or None when it may be tried now."""
         with self._lock:
-            waits = [
-                f.locked_until - now
-                for f in (self._pairs.get((username, address)), self._addresses.get(address))
-                if f is not None and f.locked_until > now
+            candidates = [
+                (
+                    self._pairs.get((username, address)),
+                    "too many failed logins for this account from this address",
+                ),
+                (self._addresses.get(address), "too many failed logins from this address"),
             ]
-        return max(waits) if waits else None
+            known_at = self._known.get((username, address))
+            if known_at is None or now - known_at >= self.known_s:
+                candidates.append(
+                    (self._accounts.get(username), "too many failed logins for this account")
+                )
+        locks = [
+            LoginLock(f.locked_until - now, reason)
+            for f, reason in candidates
+            if f is not None and f.locked_until > now
+        ]
+        return max(locks, key=lambda lock: lock.seconds) if locks else None
 
     def failed(self, username: str, address: str, now: float) -> None:
         with self._lock:
-            if len(self._pairs) + len(self._addresses) > self.max_keys:
+            if len(self._pairs) + len(self._addresses) + len(self._accounts) > self.max_keys:
                 self._prune(now)
             pair = self._pairs.setdefault((username, address), _Failures([]))
-            self._count(pair, now, self.max_failures)
-            self._count(
-                self._addresses.setdefault(address, _Failures([])), now, self.max_per_address
-            )
+            self._count(pair, now, self.max_failures, self.lockout_s)
+            address_failures = self._addresses.setdefault(address, _Failures([]))
+            self._count(address_failures, now, self.max_per_address, self.lockout_s)
+            account = self._accounts.setdefault(username, _Failures([]))
+            self._count(account, now, self.max_per_account, self.account_lockout_s)
 
-    def _count(self, f: _Failures, now: float, limit: int) -> None:
+    def _count(self, f: _Failures, now: float, limit: int, lockout_s: float) -> None:
         f.times = [t for t in f.times if now - t < self.window_s] + [now]
         if len(f.times) >= limit:
-            f.locked_until = now + self.lockout_s
-            f.times = []
+            f.locked_until = now + lockout_s
 
-    def succeeded(self, username: str, address: str) -> None:
+    def succeeded(self, username: str, address: str, now: float) -> None:
+        """Forget this pair's failures and remember the address as one the account uses.
+
+        The account's failures from elsewhere stay counted: a success here says nothing about
+        the guesses made from other addresses.
+        """
         with self._lock:
             self._pairs.pop((username, address), None)
+            self._known.pop((username, address), None)
+            self._known[(username, address)] = now
+            while len(self._known) > self.max_keys:
+                del self._known[next(iter(self._known))]
 
     def _stale(self, f: _Failures, now: float) -> bool:
         return f.locked_until <= now and all(now - t >= self.window_s for t in f.times)
@@ -149,3 +192,5 @@ class LoginThrottle:
             del self._pairs[pair]
         for address in [k for k, f in self._addresses.items() if self._stale(f, now)]:
             del self._addresses[address]
+        for username in [k for k, f in self._accounts.items() if self._stale(f, now)]:
+            del self._accounts[username]

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dispatcher.evidence import MAX_IMAGE_BYTES
+
 PLACEHOLDER_SECRET = "change-me"
 
 
@@ -54,6 +56,17 @@ class DispatcherSettings(BaseSettings):
         gt=0,
         le=60,
         description="how often the ticket store is checked for due timers and shift changes",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="largest request body; a larger one is refused (413) before it is read",
+    )
+    max_upload_bytes: int = Field(
+        default=MAX_IMAGE_BYTES + 1024 * 1024,
+        gt=MAX_IMAGE_BYTES,
+        description="largest body of a file upload (the after-photo and its form); "
+        "above the photo limit so that the photo's own check can name what is wrong",
     )
     open311_api_key: SecretStr | None = Field(
         default=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from dispatcher.api.body_limit import BodyLimits, BodySizeLimit
 from dispatcher.api.routes import (
     auth,
     devices,
@@ -46,5 +47,13 @@ def create_app(dispatcher: Dispatcher) -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(open311.router)
+    # Added before add_web's security headers, so they wrap it: a 413 carries them too.
+    app.add_middleware(
+        BodySizeLimit,
+        limits=BodyLimits(
+            default=dispatcher.settings.max_body_bytes,
+            upload=dispatcher.settings.max_upload_bytes,
+        ),
+    )
     add_web(app)
     return app

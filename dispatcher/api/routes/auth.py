@@ -46,13 +46,19 @@ def _token(d: Dispatcher, row: RowMapping, version: int) -> TokenPublic:
 
 
 def _refuse_if_locked(limiter: LoginThrottle, username: str, address: str, now: float) -> None:
-    wait = limiter.retry_after(username, address, now)
-    if wait is not None:
-        log.warning("denied: login for %r from %s is locked for %.0fs", username, address, wait)
+    lock = limiter.retry_after(username, address, now)
+    if lock is not None:
+        log.warning(
+            "denied: login for %r from %s is locked for %.0fs (%s)",
+            username,
+            address,
+            lock.seconds,
+            lock.reason,
+        )
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "too many failed logins; try again later",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            headers={"Retry-After": str(max(1, math.ceil(lock.seconds)))},
         )
 
 
@@ -91,7 +97,7 @@ def login(
         limiter.failed(body.username, address, now)
         log.warning("denied: failed login for %r from %s", body.username, address)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, WRONG_LOGIN)
-    limiter.succeeded(body.username, address)
+    limiter.succeeded(body.username, address, now)
     log.info("%s logged in from %s", row["username"], address)
     return _token(d, row, row["token_version"])
 

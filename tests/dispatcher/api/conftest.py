@@ -75,8 +75,10 @@ class Env:
     def client(self, username: str) -> httpx.Client:
         return login(self.url, username, self.password(username))
 
-    def anonymous(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=15)
+    def anonymous(self, source: str | None = None) -> httpx.Client:
+        """A client without a token; ``source``: the address it connects from (127.x.y.z)."""
+        transport = httpx.HTTPTransport(local_address=source) if source else None
+        return httpx.Client(base_url=self.url, timeout=15, transport=transport)
 
     def ticket(self, grid: str, kind: str = "garbage", *, snapshot: bool = True) -> dict[str, Any]:
         """A new assigned ticket in ``grid`` (each at its own spot, so none merge), with a

@@ -1,10 +1,12 @@
 """Accounts over real HTTP: login, device credentials refused, token expiry and revocation,
-password change, the login rate limit, and denials in the log."""
+password change, the login rate limits (per user and address, per account), and denials in
+the log."""
 
 from __future__ import annotations
 
 import logging
 
+import httpx
 import jwt
 import pytest
 
@@ -169,5 +171,43 @@ def test_login_is_rate_limited_per_user_and_address(
     try:
         ok = anon.post("/auth/login", json={"username": user, "password": env.password(user)})
         assert ok.status_code == 200
+    finally:
+        env.clock.advance(seconds=-301)
+
+
+def test_login_is_limited_per_account_from_any_address_for_a_short_time(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """20 wrong passwords in 5 minutes from anywhere lock the account for a minute, except from
+    where it already logged in; while 20 stay in the window, each new one locks it again."""
+    user = "w03"
+    right = {"username": user, "password": env.password(user)}
+    home = env.client(user)  # logs in from 127.0.0.1, which becomes a known address
+    hosts = iter(range(1, 100))
+
+    def new_address() -> httpx.Client:
+        return env.anonymous(f"127.0.20.{next(hosts)}")
+
+    for _ in range(5):
+        guesser = new_address()
+        for i in range(4):
+            r = guesser.post("/auth/login", json={"username": user, "password": f"guess-{i}"})
+            assert r.status_code == 401
+    with caplog.at_level(logging.WARNING):
+        locked = new_address().post("/auth/login", json=right)
+    assert locked.status_code == 429
+    assert 1 <= int(locked.headers["Retry-After"]) <= 60
+    assert f"denied: login for {user!r}" in caplog.text
+    assert "(too many failed logins for this account)" in caplog.text
+    assert env.anonymous().post("/auth/login", json=right).status_code == 200
+    assert home.get("/auth/me").status_code == 200
+    try:
+        env.clock.advance(seconds=61)
+        assert new_address().post("/auth/login", json=right).status_code == 200
+        wrong = {"username": user, "password": "one-more"}
+        assert new_address().post("/auth/login", json=wrong).status_code == 401
+        assert new_address().post("/auth/login", json=right).status_code == 429
+        env.clock.advance(seconds=240)
+        assert new_address().post("/auth/login", json=right).status_code == 200
     finally:
         env.clock.advance(seconds=-301)
