@@ -60,9 +60,7 @@ def check_image(data: bytes) -> tuple[int, int, str]:
         raise BadImage(f"image is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES}")
     fmt = sniff_format(data)
     if fmt is None:
-        raise BadImage(
-            f"not a JPEG, PNG or WEBP image (it starts with {data[:8]!r}); other formats are refused"
-        )
+        raise BadImage(f"not a readable image: not JPEG, PNG or WEBP (it starts with {data[:8]!r})")
     try:
         with OPENERS[fmt](io.BytesIO(data)) as img:
             w, h = img.size
@@ -72,7 +70,7 @@ def check_image(data: bytes) -> tuple[int, int, str]:
     except BadImage:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise BadImage(f"not a readable {fmt} image: {exc}") from exc
+        raise BadImage(f"not a readable image: {fmt}: {exc}") from exc
     return w, h, fmt
 
 

@@ -109,7 +109,7 @@ def test_not_an_image_says_why(env: Env, mine: dict[str, Any]) -> None:
     )
     assert r.status_code == 422
     msg = r.json()["detail"][0]["msg"]
-    assert "not a JPEG, PNG or WEBP image" in msg and "GIF89a" in msg, msg
+    assert "not a readable image: not JPEG, PNG or WEBP" in msg and "GIF89a" in msg, msg
 
 
 def test_oversized_photo_is_413(env: Env, mine: dict[str, Any]) -> None:
