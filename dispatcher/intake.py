@@ -4,7 +4,11 @@ Deliveries arrive on the MQTT network thread and are queued; one intake thread t
 batches, processes a batch in one transaction, commits, and only then acknowledges them to
 the broker. A crash before the commit means the broker redelivers, and the ``event_id`` key
 makes the redelivery harmless. If any event of a batch fails, the transaction is rolled back
-and the batch redone with one savepoint per event, so the bad one is dead-lettered alone.
+and the batch redone with one savepoint per event, so the bad one is dead-lettered alone (and
+if the batch fails even so, outside any one event, it is redone one transaction per event).
+An error that says the store cannot take writes (``store_unavailable``: disk full, locked,
+server away) is never dead-lettered: the batch stays unacknowledged and is retried, and
+``Intake.store_error`` says why until a batch goes through again.
 Within a batch the incidents of the events' tracks are read once up front and re-sightings
 by known tracks are written together at the end (a handful of statements per new problem,
 about one per repeat sighting).
@@ -17,8 +21,10 @@ reports from Open311 go through the same ``record`` under the same locks.
 
 Device clocks drift. Each device's offset is estimated from its live heartbeats; an event
 from a device more than SKEW_TOLERANCE off is placed at its device time minus the offset
-(``ts_source`` "corrected"), and one still in the future after that at its receive time
-("received"). The device's own time stays in the stored event.
+(``ts_source`` "corrected"), and one still in the future after that, or older than any event
+the edge outbox still replays (a real-time clock that lost power restarts at 1970, and a
+device with no heartbeat yet has no offset), at its receive time ("received"). The device's
+own time stays in the stored event.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, bindparam, case, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from broker import topics
 from broker.client import Delivery
@@ -71,6 +77,11 @@ log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTER_BYTES = 64 * 1024
 FUTURE_TOLERANCE = timedelta(seconds=60)
+# The edge outbox evicts what it could not send within ``OutboxSettings.max_age_hours`` (7 days
+# by default; edge/settings.py, which the dispatcher does not import), so a device time older
+# than that, plus a day's margin, is a clock that was reset, not a late delivery.
+OUTBOX_MAX_AGE = timedelta(days=7)
+PAST_TOLERANCE = OUTBOX_MAX_AGE + timedelta(days=1)
 SKEW_TOLERANCE = timedelta(seconds=30)
 CITIZEN_DEVICE = "citizen"
 SourceType = Literal["camera", "sensor", "citizen"]
@@ -151,16 +162,43 @@ class Rejected(ValueError):
     """An event that cannot be processed; it goes to the dead-letter table with this reason."""
 
 
+class StoreRefused(RuntimeError):
+    """Not even a dead letter could be written for an event that failed: the store refuses
+    writes (say, a read-only PostgreSQL), so the batch is kept and retried like an outage."""
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether an error says the store cannot take writes now (keep the batch unacknowledged
+    and retry it: nothing may be lost while the disk is full) rather than that one event
+    cannot be processed (dead-letter that event)."""
+    if isinstance(exc, OperationalError | StoreRefused):
+        return True  # disk full, database locked, server away, deadlock, read-only file
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # Writing an evidence image (images are checked before, as BadImage): a full disk, a
+    # read-only or failing one.
+    return isinstance(exc, OSError)
+
+
+def internal_error(exc: BaseException) -> str:
+    """The dead-letter reason for an event that failed in a way nobody foresaw."""
+    return f"internal error: {exc!r}"
+
+
 def event_time(
     device_ts: datetime, received_at: datetime, offset_s: float | None
 ) -> tuple[datetime, str]:
     """The time to file an event under, and why: the device's time ("device"), corrected by
     the device's known clock offset ("corrected"), or our receive time when the device's
-    time is still in the future ("received")."""
+    time is implausible: still in the future, or older than the edge outbox keeps an event
+    (PAST_TOLERANCE: a clock reset to 1970 with no heartbeat yet to correct it) ("received")."""
     ts, source = device_ts, "device"
     if offset_s is not None and abs(offset_s) > SKEW_TOLERANCE.total_seconds():
-        ts, source = device_ts - timedelta(seconds=offset_s), "corrected"
-    if ts > received_at + FUTURE_TOLERANCE:
+        try:
+            ts, source = device_ts - timedelta(seconds=offset_s), "corrected"
+        except OverflowError:  # outside the years 1-9999 once corrected
+            return received_at, "received"
+    if not received_at - PAST_TOLERANCE <= ts <= received_at + FUTURE_TOLERANCE:
         return received_at, "received"
     return ts, source
 
@@ -286,6 +324,8 @@ class Intake:
             s.id: (s.device, "sensor", s.position) for s in self.site.sensors
         }
         self.clock_offsets: dict[str, float] = {}
+        # Why the store refused the last batch (None once a batch went through): /health.
+        self.store_error: str | None = None
         self._postgres = self.engine.dialect.name == "postgresql"
         upsert = (postgresql.insert if self._postgres else sqlite.insert)(incident_tracks)
         self._insert_events = (postgresql.insert if self._postgres else sqlite.insert)(
@@ -338,6 +378,8 @@ class Intake:
             try:
                 self._process_with_retry(batch)
             except Exception:
+                # Not a store outage and not one event's fault (those are dead-lettered): a
+                # fault in the intake itself. Keep the messages; they come round again.
                 log.exception("intake batch of %d failed; messages stay unacknowledged", len(batch))
                 for d in batch:
                     self._queue.put(d)
@@ -348,13 +390,22 @@ class Intake:
         while not self._stop.is_set():
             try:
                 self.process(batch)
-                return
-            except OperationalError as exc:
+            except Exception as exc:
+                if not store_unavailable(exc):
+                    raise
                 # The store is unavailable (disk full, locked, server away, a deadlock): keep
                 # the batch, do not ack, try again; the broker keeps the messages meanwhile.
-                log.error("ticket store unavailable, retrying in %.1fs: %s", delay, exc.orig)
+                self.store_error = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+                log.error(
+                    "ticket store unavailable, retrying in %.1fs: %s", delay, self.store_error
+                )
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30)
+            else:
+                if self.store_error is not None:
+                    log.info("ticket store writable again")
+                    self.store_error = None
+                return
 
     # -- device clocks -------------------------------------------------------------------
     def load_offsets(self) -> None:
@@ -405,9 +456,10 @@ class Intake:
         ts, ts_source = event_time(ev.ts, received_at, self.clock_offsets.get(ev.device_id))
         if ts_source != "device":
             log.info(
-                "event time %s taken from %s",
+                "event time %s taken from %s (device time %s)",
                 ts.isoformat(),
                 ts_source,
+                ev.ts.isoformat(),
                 extra={"device_id": ev.device_id, "event_id": str(ev.event_id)},
             )
         return Observation(
@@ -480,7 +532,12 @@ class Intake:
 
         The batch first runs without savepoints (the common case: every event is fine); if any
         event raises, the whole transaction rolls back and the batch is redone with one
-        savepoint per event, so the failing one is dead-lettered and the rest go through.
+        savepoint per event, so the failing one is dead-lettered and the rest go through. If
+        that fails too (outside any one event's savepoint), each event gets a transaction of
+        its own and the one that still fails is dead-lettered in another.
+
+        Raises only when the store cannot take writes (``store_unavailable``): then nothing
+        of the batch is acknowledged (events already committed alone come back as duplicates).
 
         On PostgreSQL the merge locks are tried, not waited for: an event whose map squares
         another dispatcher is working on right now is deferred to a later batch (not
@@ -497,36 +554,81 @@ class Intake:
 
     def _process(self, batch: list[Delivery], *, wait: bool) -> None:
         received_at = self.clock.now()
-        parsed: list[tuple[Delivery, Observation | str]] = []
-        for d in batch:
-            try:
-                parsed.append((d, self.observe(d, received_at)))
-            except (Rejected, MessageError) as exc:
-                parsed.append((d, str(exc)))
-        try:
-            ctx = self._commit(parsed, received_at, careful=False, wait=wait)
-        except OperationalError:
-            raise
-        except Exception:
-            log.warning(
-                "a batch of %d events failed; redoing it event by event", len(batch), exc_info=True
-            )
-            ctx = self._commit(parsed, received_at, careful=True, wait=wait)
-        done = [d for d in batch if id(d) not in ctx.deferred]
+        parsed = [(d, self._parse(d, received_at)) for d in batch]
+        committed = self._commit_batch(parsed, received_at, wait=wait)
+        deferred = set().union(*(ctx.deferred for ctx in committed))
+        done = [d for d in batch if id(d) not in deferred]
         self.stats.received += len(done)
-        self.stats.duplicates += ctx.duplicates
-        self.stats.dead_letters += ctx.dead_letters
-        self.stats.tickets_opened += ctx.opened
-        self.stats.deferred += len(ctx.deferred)
+        self.stats.duplicates += sum(ctx.duplicates for ctx in committed)
+        self.stats.dead_letters += sum(ctx.dead_letters for ctx in committed)
+        self.stats.tickets_opened += sum(ctx.opened for ctx in committed)
+        self.stats.deferred += len(deferred)
         self.stats.batches += 1
         for d in done:
             d.ack()
             self._deferrals.pop(id(d), None)
         for d in batch:
-            if id(d) in ctx.deferred:
+            if id(d) in deferred:
                 self._deferrals[id(d)] = self._deferrals.get(id(d), 0) + 1
                 self._later.append(d)
         self.on_committed()
+
+    def _parse(self, d: Delivery, received_at: datetime) -> Observation | str:
+        """The delivery's observation, or the reason it goes to the dead-letter table."""
+        try:
+            return self.observe(d, received_at)
+        except (Rejected, MessageError) as exc:
+            return str(exc)
+        except Exception as exc:
+            log.exception("event from %s could not be read; dead-lettered", d.topic)
+            return internal_error(exc)
+
+    def _commit_batch(
+        self, parsed: list[tuple[Delivery, Observation | str]], received_at: datetime, *, wait: bool
+    ) -> list[BatchContext]:
+        """Commit the batch: in one transaction, else with a savepoint per event, else in one
+        transaction per event; the contexts of the transactions that committed."""
+        try:
+            return [self._commit(parsed, received_at, careful=False, wait=wait)]
+        except Exception as exc:
+            if store_unavailable(exc):
+                raise
+            log.warning(
+                "a batch of %d events failed; redoing it event by event", len(parsed), exc_info=True
+            )
+        try:
+            return [self._commit(parsed, received_at, careful=True, wait=wait)]
+        except Exception as exc:
+            if store_unavailable(exc):
+                raise
+            log.exception(
+                "a batch of %d events failed outside any one event; one transaction per event",
+                len(parsed),
+            )
+        return [self._commit_alone(d, o, received_at, wait=wait) for d, o in parsed]
+
+    def _commit_alone(
+        self, d: Delivery, o: Observation | str, received_at: datetime, *, wait: bool
+    ) -> BatchContext:
+        """One delivery in a transaction of its own; if it fails, its dead letter in another."""
+        try:
+            return self._commit([(d, o)], received_at, careful=True, wait=wait)
+        except Exception as exc:
+            if store_unavailable(exc):
+                raise
+            log.exception("event from %s failed on its own; dead-lettered", d.topic)
+            reason = internal_error(exc)
+            if isinstance(o, str):  # it failed while going to the dead-letter table already
+                reason = f"{reason}; refused before that: {o}"
+        try:
+            with self.engine.begin() as conn:
+                ctx = BatchContext(conn)
+                self._dead_letter(conn, d, reason, received_at, ctx)
+                return ctx
+        except Exception as exc:
+            if store_unavailable(exc):
+                raise
+            raise StoreRefused(f"cannot dead-letter an event from {d.topic}: {exc!r}") from exc
 
     def _commit(
         self,
@@ -561,17 +663,19 @@ class Intake:
                 if not careful:
                     rows.append(self._apply(conn, o, received_at, ctx))
                     continue
+                opened = ctx.opened
                 try:
-                    with conn.begin_nested():
-                        rows.append(self._apply(conn, o, received_at, ctx))
+                    with conn.begin_nested():  # the event's whole work, its own row included
+                        conn.execute(self._insert_events, [self._apply(conn, o, received_at, ctx)])
                 except BadImage as exc:
                     self._dead_letter(conn, d, str(exc), received_at, ctx)
-                except OperationalError:
-                    raise
                 except Exception as exc:
+                    if store_unavailable(exc):
+                        raise
                     log.exception("event from %s failed; dead-lettered", d.topic)
                     ctx.reset()
-                    self._dead_letter(conn, d, f"internal error: {exc!r}", received_at, ctx)
+                    ctx.opened = opened
+                    self._dead_letter(conn, d, internal_error(exc), received_at, ctx)
             ctx.flush_seen()
             if rows:
                 conn.execute(self._insert_events, rows)

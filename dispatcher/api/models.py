@@ -375,6 +375,7 @@ class HealthPublic(ApiModel):
     intake_backlog: int
     metrics_pending: int
     influx_error: str | None
+    store_error: str | None
     events_received: int
     dead_letters: int
 

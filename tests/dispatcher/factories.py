@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, event, insert, select
 
 from broker import topics
 from broker.client import Delivery
@@ -33,6 +35,25 @@ def sqlite_store(folder: Path) -> Engine:
     engine = make_engine(sqlite_url(folder / "dispatcher.db"))
     migrate(engine)
     return engine
+
+
+@contextmanager
+def refusing_writes(engine: Engine) -> Iterator[None]:
+    """The SQLite ticket store refuses every write until the block ends: SQLite answers
+    "attempt to write a readonly database" (an ``OperationalError``, as for a read-only or
+    full disk), for root too, which a read-only file would not stop. The pool is emptied,
+    so every connection taken from the engine inside the block refuses writes."""
+
+    def query_only(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA query_only = ON")
+
+    event.listen(engine, "connect", query_only)
+    engine.dispose()
+    try:
+        yield
+    finally:
+        event.remove(engine, "connect", query_only)
+        engine.dispose()
 
 
 def new_ticket(
@@ -149,6 +170,15 @@ class Desk:
         self.engine = sqlite_store(self.folder)
         self.intake = Intake(self.engine, self.site, self.clock, EvidenceStore(self.folder / "ev"))
         self.timers = Timers(self.engine, self.site, self.clock)
+
+    @contextmanager
+    def running(self) -> Iterator[Intake]:
+        """The intake's own thread takes what is submitted, as in the service, until the end."""
+        self.intake.start()
+        try:
+            yield self.intake
+        finally:
+            self.intake.stop()
 
     def send(self, *evs: Event | bytes, topic: str | None = None) -> None:
         batch = []

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import io
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
-from broker.messages import Event
+from broker import topics
+from broker.client import Delivery
+from broker.messages import Event, Evidence
 from config.site import Site
-from dispatcher.intake import event_time, next_offset
+from dispatcher.intake import OUTBOX_MAX_AGE, PAST_TOLERANCE, event_time, next_offset
 from dispatcher.lifecycle import Transition
 from dispatcher.push import pushes_for
-from dispatcher.store.schema import audit, dead_letters, events, incident_tracks
-from tests.dispatcher.factories import Desk, camera_event, offset, sensor_event
+from dispatcher.store.schema import audit, dead_letters, events, evidence, incident_tracks
+from tests.conftest import wait_until
+from tests.dispatcher.factories import (
+    Desk,
+    camera_event,
+    offset,
+    refusing_writes,
+    sensor_event,
+)
 
 CAM1 = (39.9562, 116.4165)  # in front of cam-01, grid g1
 
@@ -205,8 +217,6 @@ def test_device_clock_skew_is_corrected_from_heartbeats(desk: Desk, site: Site) 
 
 
 def test_event_time_rules() -> None:
-    from datetime import UTC, datetime
-
     recv = datetime(2026, 1, 5, 9, tzinfo=UTC)
     assert event_time(recv - timedelta(hours=2), recv, None) == (
         recv - timedelta(hours=2),
@@ -221,6 +231,63 @@ def test_event_time_rules() -> None:
     assert next_offset(None, 600) == 600
     assert next_offset(600, 610) == pytest.approx(602)
     assert next_offset(600, 0) == 0  # the device's clock was set right
+
+
+def test_an_implausibly_old_device_time_is_replaced_by_the_receive_time() -> None:
+    recv = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    reset = datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC)  # a real-time clock that lost power
+    assert event_time(reset, recv, None) == (recv, "received")
+    # The oldest event an edge outbox still replays keeps its device time, with a margin.
+    assert event_time(recv - OUTBOX_MAX_AGE, recv, None) == (recv - OUTBOX_MAX_AGE, "device")
+    assert event_time(recv - PAST_TOLERANCE, recv, None)[1] == "device"
+    past = recv - PAST_TOLERANCE - timedelta(seconds=1)
+    assert event_time(past, recv, None) == (recv, "received")
+    # Once a heartbeat has told the device's offset, the reset clock is corrected instead.
+    assert event_time(reset, recv, (reset - recv).total_seconds()) == (recv, "corrected")
+    # A correction that leaves the calendar (years 1-9999) is implausible, not a crash.
+    assert event_time(datetime(1, 1, 1, tzinfo=UTC), recv, 600.0) == (recv, "received")
+    assert event_time(recv - timedelta(days=30), recv, -120.0) == (recv, "received")
+
+
+def test_a_store_that_refuses_writes_keeps_the_batch_and_dead_letters_nothing(
+    desk: Desk, site: Site
+) -> None:
+    ev = camera_event(site, "cam-01", desk.clock.now())
+    topic = topics.event(ev.device_id)
+    with desk.running() as intake:
+        with refusing_writes(desk.engine):
+            for i, payload in enumerate((ev.to_json(), b"{not json")):
+                intake.submit(
+                    Delivery(topic, payload, 1, False, i, lambda m=i: desk.acked.append(m))
+                )
+            assert "readonly" in str(wait_until(lambda: intake.store_error))
+            time.sleep(1)  # a retry or two
+            assert desk.acked == []  # the broker keeps both meanwhile
+            with desk.engine.connect() as conn:
+                assert conn.execute(select(func.count()).select_from(dead_letters)).scalar() == 0
+        wait_until(lambda: len(desk.acked) == 2 and intake.store_error is None, timeout_s=15)
+    assert len(desk.tickets()) == 1 and desk.intake.stats.dead_letters == 1
+
+
+def test_an_image_the_disk_refuses_keeps_the_event_back(desk: Desk, site: Site) -> None:
+    now = desk.clock.now()
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (90, 120, 40)).save(buf, "JPEG")
+    snapshot = Evidence.from_jpeg(buf.getvalue(), 32, 24)
+    ev = camera_event(site, "cam-01", now, snapshot=snapshot)
+    day = desk.folder / "ev" / f"{now:%Y/%m/%d}"
+    day.parent.mkdir(parents=True)
+    day.write_bytes(b"")  # a file where the day's folder goes: no image can be written
+    with pytest.raises(OSError):
+        desk.send(ev)
+    assert desk.acked == []
+    with desk.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(dead_letters)).scalar() == 0
+    day.unlink()
+    desk.send(ev)  # redelivered once the disk takes writes again
+    [t] = desk.tickets()
+    with desk.engine.connect() as conn:
+        assert conn.execute(select(evidence.c.ticket_id)).scalars().all() == [t["id"]]
 
 
 def test_one_batch_with_the_whole_story_of_a_pile(desk: Desk, site: Site) -> None:
