@@ -51,6 +51,16 @@ class Message(BaseModel):
     schema_: str = Field(alias="schema", description="message type, e.g. gw.event")
     v: Literal[1] = Field(default=1, description="schema version")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: object) -> object:
+        """Refuse a NUL character in any text, by name: PostgreSQL cannot store one in a text
+        column, and no field of ours has a use for it."""
+        where = _find_nul(data, "")
+        if where is not None:
+            raise ValueError(f"{where or '(payload)'}: text contains a NUL character (\\u0000)")
+        return data
+
     @model_validator(mode="after")
     def _times_fit_utc(self) -> Self:
         """A time whose offset pushes it outside the years 1-9999 in UTC (``0001-01-01T00:00
@@ -76,6 +86,26 @@ class Message(BaseModel):
             return cls.model_validate_json(payload)
         except ValidationError as exc:
             raise MessageError(_describe(exc)) from exc
+
+
+def _find_nul(value: object, path: str) -> str | None:
+    """The dotted path of the first string (key or value) with a NUL character, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return inner
+            found = _find_nul(item, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _find_nul(item, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -128,6 +128,19 @@ def test_unknown_field_is_refused(msg: Message) -> None:
         type(msg).from_json(json.dumps(doc))
 
 
+@pytest.mark.parametrize("msg", samples(), ids=lambda m: type(m).__name__)
+def test_a_nul_character_anywhere_is_refused_by_name(msg: Message) -> None:
+    """PostgreSQL cannot store NUL in text; the parser refuses it, naming where it is."""
+    doc = json.loads(msg.to_json())
+    doc["device_id" if "device_id" in doc else "schema"] += "\x00"
+    with pytest.raises(MessageError, match=r"text contains a NUL character"):
+        type(msg).from_json(json.dumps(doc))
+    nested = json.loads(msg.to_json())
+    nested["surprise\x00"] = 1
+    with pytest.raises(MessageError, match=r"surprise.*NUL character"):
+        type(msg).from_json(json.dumps(nested))
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
