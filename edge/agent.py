@@ -50,7 +50,15 @@ from edge.camera import CameraSnapshot, CameraWorker, DetectorPool, EventBuilder
 from edge.commands import VerifyCheck, judge_verify
 from edge.evidence import Mark, make_evidence
 from edge.outbox import Outbox, OutboxPublisher
-from edge.sensors import Reading, SensorInputReader, SensorState, judge_reading, make_reader
+from edge.sensors import (
+    Reading,
+    SensorAction,
+    SensorInputReader,
+    SensorState,
+    judge_reading,
+    make_reader,
+    unreported,
+)
 from edge.settings import EdgeCamera, EdgeSettings, LoadedSettings, load_edge_settings
 from edge.sources import Frame
 from edge.status import StatusReporter
@@ -527,11 +535,18 @@ class EdgeAgent:
 
     # -- events --------------------------------------------------------------------------
     def _emit(self, build: EventBuilder) -> None:
+        """A camera's event into the outbox (a failure is logged and shown in the status)."""
+        self._store_event(build)
+
+    def _store_event(self, build: EventBuilder) -> bool:
+        """Store an event for publishing; False (logged, shown in the status) if it could not be."""
         try:
             self.sink.add_event(topics.event(self.device_id), build)
         except Exception as exc:
             log.exception("could not store an event in the outbox")
             self.note_error(f"event not stored: {exc}")
+            return False
+        return True
 
     def _input_error_setter(self, index: int) -> Callable[[str | None], None]:
         key = f"sensor input {index}"
@@ -547,6 +562,10 @@ class EdgeAgent:
         return set_error
 
     def _on_reading(self, reading: Reading) -> None:
+        """Judge one reading; a change of alarm is stored as an event before the sensor's state
+        moves on (under the sensor lock, so no other reading sees a change that was not
+        stored). If the outbox cannot store it, the state stays as it was and the next reading
+        that still crosses the threshold tries again."""
         with self._sensor_lock:
             sensor = self._sensors.get(reading.sensor_id)
             if sensor is None:
@@ -557,13 +576,17 @@ class EdgeAgent:
                     self._unknown_sensors.add(reading.sensor_id)
                     self.note_error(f"reading for unknown sensor {reading.sensor_id!r} ignored")
                 return
-            state, action = judge_reading(
-                self._sensor_states[sensor.id], sensor, reading.value, reading.t
-            )
-            self._sensor_states[sensor.id] = state
+            before = self._sensor_states[sensor.id]
+            state, action = judge_reading(before, sensor, reading.value, reading.t)
             self._sensor_seen[sensor.id] = reading
-        if action is None:
-            return
+            if action is not None and not self._report_reading(sensor, reading, state, action):
+                state = unreported(before, reading.value, reading.t)
+            self._sensor_states[sensor.id] = state
+
+    def _report_reading(
+        self, sensor: Sensor, reading: Reading, state: SensorState, action: SensorAction
+    ) -> bool:
+        """Store the event for a sensor's change of alarm; False if it could not be stored."""
         track = f"{sensor.id}-{state.alarms}"
 
         def build(seq: int) -> Event:
@@ -582,16 +605,19 @@ class EdgeAgent:
                 position=sensor.position,
             )
 
-        log.info(
-            "sensor %s: %s %s at %s %s",
+        stored = self._store_event(build)
+        log.log(
+            logging.INFO if stored else logging.WARNING,
+            "sensor %s: %s %s at %s %s%s",
             sensor.id,
             action,
             sensor.kind,
             reading.value,
             sensor.measure,
+            "" if stored else " not stored; the next reading that still crosses retries",
             extra={"sensor_id": sensor.id},
         )
-        self._emit(build)
+        return stored
 
     # -- status --------------------------------------------------------------------------
     def _camera_snapshots(self) -> list[CameraSnapshot]:
@@ -652,11 +678,19 @@ class EdgeAgent:
         return out
 
     def publish_status(self) -> None:
+        """The retained heartbeat, valid for one status interval: the broker drops it when it
+        is older (MQTT v5 message expiry), so a late one is never taken as live by a session
+        that was away, and a retained one does not outlive the agent's next beat."""
         status = self.status()
         if isinstance(self.sink, PrintSink):
             self.sink.print(topics.status(self.device_id), status)
         elif self.bus is not None and self.bus.connected:
-            self.bus.publish(topics.status(self.device_id), status, retain=True)
+            self.bus.publish(
+                topics.status(self.device_id),
+                status,
+                retain=True,
+                expiry_s=topics.status_expiry_s(self.status_interval_s),
+            )
 
     def _status_loop(self) -> None:
         next_at = time.monotonic()

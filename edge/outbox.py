@@ -102,14 +102,17 @@ class Outbox:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (the caller holds the lock)."""
+        """One write transaction (the caller holds the lock). A COMMIT that fails (a full disk
+        fails there, when SQLite writes the WAL) is rolled back too, unless SQLite already
+        did, so the next transaction can begin."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _rank(self, kind: str | None, state: str | None) -> int:
         if state is None:
@@ -138,15 +141,34 @@ class Outbox:
             except BaseException:
                 self._count, self._bytes = counts
                 raise
-            self._enforce_limits()
+            self._bound_after_store()
         return event
 
     def add(self, topic: str, payload: bytes) -> None:
         """Store any other message (a command result) for publishing in order."""
         with self._lock:
-            with self._transaction():
-                self._insert(topic, payload, None, None, None)
+            counts = (self._count, self._bytes)
+            try:
+                with self._transaction():
+                    self._insert(topic, payload, None, None, None)
+            except BaseException:
+                self._count, self._bytes = counts
+                raise
+            self._bound_after_store()
+
+    def _bound_after_store(self) -> None:
+        """Evict to the bounds after a message was committed (lock held). The message is stored
+        whatever happens here, so a failure (the disk full) is logged, not raised: a caller
+        must not take a stored message for a lost one and store it again. The next store
+        evicts what this one could not."""
+        try:
             self._enforce_limits()
+        except sqlite3.Error:
+            log.exception(
+                "outbox %s: message stored, but evicting to the bounds failed; retried at the"
+                " next store",
+                self.path,
+            )
 
     def _insert(
         self, topic: str, payload: bytes, event_id: str | None, kind: str | None, state: str | None

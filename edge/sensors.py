@@ -7,7 +7,8 @@ number on a topic whose last level is the sensor id.
 
 ``judge_reading`` is the pure decision: an alarm is raised once the value has stayed at or
 above ``threshold`` for ``debounce_seconds``, and cleared once it has stayed below
-``clear_below`` for ``debounce_seconds``; values between the two change nothing.
+``clear_below`` for ``debounce_seconds``; values between the two change nothing. A change
+that could not be reported leaves the state ``unreported`` says, so the next reading retries.
 """
 
 from __future__ import annotations
@@ -76,6 +77,15 @@ def judge_reading(
     if state.alarm:
         return SensorState(alarm=False, value=value, alarms=state.alarms), "cleared"
     return SensorState(alarm=True, value=value, alarms=state.alarms + 1), "new"
+
+
+def unreported(before: SensorState, value: float, t: float) -> SensorState:
+    """The state to keep when the change ``judge_reading`` decided on at time ``t`` could not
+    be reported (the outbox could not store its event): the alarm as it was, still crossing
+    since the crossing began, so the next reading that still crosses reports the change at
+    once and one that no longer crosses drops it."""
+    since = t if before.crossing_since is None else before.crossing_since
+    return replace(before, value=value, crossing_since=since)
 
 
 class ReadingError(ValueError):
