@@ -244,11 +244,28 @@ class BusClient:
             self._client.subscribe(topic_filter, qos=qos)
 
     def publish(
-        self, topic: str, payload: Message | bytes, *, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: Message | bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: int | None = None,
     ) -> Published:
-        """Queue a publish; it is sent now if connected, else on reconnect (same process)."""
+        """Queue a publish; it is sent now if connected, else on reconnect (same process).
+
+        With ``expiry_s`` (MQTT v5 Message Expiry Interval) the broker drops the message once
+        it is that many seconds old: it is not delivered later from a persistent session's
+        queue, and a retained copy disappears. For news that is worthless when late (heartbeats).
+        """
         data = payload.to_json() if isinstance(payload, Message) else payload
-        info = self._client.publish(topic, data, qos=qos, retain=retain)
+        props: Properties | None = None
+        if expiry_s is not None:
+            if expiry_s < 1:
+                raise ValueError(f"message expiry must be at least 1 s, not {expiry_s}")
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.MessageExpiryInterval = expiry_s
+        info = self._client.publish(topic, data, qos=qos, retain=retain, properties=props)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise BusError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         return Published(info.mid, info)

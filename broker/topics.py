@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +22,12 @@ EDGE_CHANNELS: tuple[EdgeChannel, ...] = (
 )
 
 SHARED_GROUP = "dispatchers"
+
+
+def status_expiry_s(interval_s: float) -> int:
+    """How long a heartbeat on ``status`` stays worth delivering (its MQTT v5 message expiry):
+    one status interval, in whole seconds. A late heartbeat would make a right clock look wrong."""
+    return max(1, math.ceil(interval_s))
 
 
 def _check_id(kind: str, value: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import binascii
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
@@ -38,6 +38,24 @@ from dispatcher.timers import Timers
 log = logging.getLogger(__name__)
 
 
+# Two heartbeats whose device time minus uptime agree this closely come from one agent run.
+SAME_RUN_TOLERANCE_S = 1.0
+
+
+def heartbeat_is_stale(status: DeviceStatus, newest: DeviceStatus | None) -> bool:
+    """True for a heartbeat sent before ``newest``, the newest one already taken from the same
+    device: a late delivery (queued while we were away) that must not be taken as the
+    device's present. Only heartbeats of one agent run are compared (the same start: device
+    time minus uptime), and the lower uptime is the older; after a restart of the agent, or a
+    clock that was set, the heartbeat is taken, so a device's clock can always be learnt."""
+    if newest is None:
+        return False
+    started = status.ts.timestamp() - status.uptime_s
+    newest_started = newest.ts.timestamp() - newest.uptime_s
+    same_run = abs(started - newest_started) <= SAME_RUN_TOLERANCE_S
+    return same_run and status.uptime_s < newest.uptime_s
+
+
 class NotYours(PermissionError):
     """A worker acted on a ticket that is not assigned to them."""
 
@@ -49,6 +67,7 @@ class Dispatcher:
     settings: DispatcherSettings
     site: Site
     clock: Clock = SystemClock()  # noqa: RUF009 - stateless and immutable
+    newest_heartbeats: dict[str, DeviceStatus] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -301,6 +320,18 @@ class Dispatcher:
             log.warning("status for %s on topic %s ignored", status.device_id, d.topic)
             d.ack()
             return
+        if status.online:
+            newest = self.newest_heartbeats.get(status.device_id)
+            if newest is not None and heartbeat_is_stale(status, newest):
+                log.info(
+                    "late heartbeat from %s (%.0fs older than one already seen) ignored",
+                    status.device_id,
+                    newest.uptime_s - status.uptime_s,
+                    extra={"device_id": status.device_id},
+                )
+                d.ack()
+                return
+            self.newest_heartbeats[status.device_id] = status
         body: dict[str, Any] = status.model_dump(mode="json", by_alias=True)
         values: dict[str, Any] = {"online": status.online, "last_seen": status.ts, "status": body}
         if status.online and not d.retain:

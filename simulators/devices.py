@@ -172,7 +172,12 @@ class DeviceSimulator:
                 for s in self.sensors
             ),
         )
-        self.bus.publish(topics.status(self.device_id), status, retain=True)
+        self.bus.publish(
+            topics.status(self.device_id),
+            status,
+            retain=True,
+            expiry_s=topics.status_expiry_s(self.status_interval_s) if online else None,
+        )
 
     # -- behaviour -----------------------------------------------------------------------
     def raise_problem(self, cam: Camera, kind: str | None = None) -> SimulatedProblem:

@@ -415,7 +415,12 @@ class DeviceShard:
             uptime_s=time.time() - self.start,
             agent_version="load",
         )
-        self.buses[device_id].publish(topics.status(device_id), status, retain=True)
+        self.buses[device_id].publish(
+            topics.status(device_id),
+            status,
+            retain=True,
+            expiry_s=topics.status_expiry_s(self.plan.status_interval_s),
+        )
         self._push(time.time() + self.plan.status_interval_s, "status", device_id)
 
     def _do_camera(self, camera_id: str, chained: bool = True) -> None:

@@ -70,8 +70,6 @@ KNOWN_FLAKY: dict[str, set[str]] = {
 }
 KNOWN_OPEN: dict[str, set[str]] = {
     "broker-behind": {"zero events lost", "drained"},
-    "outbox-disk": {"alarm raised while full is reported after"},
-    "dispatcher": {"right clocks keep their event times"},
 }
 
 
