@@ -27,6 +27,8 @@ from edge.detect.postprocess import apply_class_thresholds, decode_frame
 
 log = logging.getLogger(__name__)
 
+SPINNING_KEY = "session.intra_op.allow_spinning"
+
 
 class OnnxDetectorConfig(DetectorConfig):
     """Settings of the onnxruntime backend."""
@@ -46,14 +48,26 @@ class OnnxDetectorConfig(DetectorConfig):
         title="Execution providers",
         description="onnxruntime providers in order of preference.",
     )
+    allow_spinning: bool = Field(
+        default=False,
+        title="Spinning intra-op threads",
+        description="Let onnxruntime's idle intra-op threads spin (busy-wait) for the next "
+        "work instead of sleeping. Off by default: an edge box shares its cores with the "
+        "video decoding and the agent, and spinning threads take CPU from them and run slower "
+        "(docs/benchmarks.md). On only for a box whose cores do nothing but inference.",
+    )
 
 
-def session_for(model: Path, threads: int | None, providers: list[str]) -> ort.InferenceSession:
-    """An onnxruntime session with the given thread count (default: all cores)."""
+def session_for(
+    model: Path, threads: int | None, providers: list[str], *, allow_spinning: bool = False
+) -> ort.InferenceSession:
+    """An onnxruntime session with the given thread count (default: all cores), whose idle
+    intra-op threads sleep unless ``allow_spinning``."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or os.cpu_count() or 1
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry(SPINNING_KEY, "1" if allow_spinning else "0")
     return ort.InferenceSession(str(model), sess_options=opts, providers=providers)
 
 
@@ -64,7 +78,9 @@ class OnnxDetector(Detector):
         if not config.model.is_file():
             raise FileNotFoundError(f"detector model not found: {config.model}")
         self.config = config
-        self._session = session_for(config.model, config.threads, config.providers)
+        self._session = session_for(
+            config.model, config.threads, config.providers, allow_spinning=config.allow_spinning
+        )
         props = dict(self._session.get_modelmeta().custom_metadata_map)
         self.metadata: ModelMetadata = read_model_metadata(config.model, props)
         inp = self._session.get_inputs()[0]
@@ -80,16 +96,23 @@ class OnnxDetector(Detector):
         self._thresholds = resolve_thresholds(self._classes, self.metadata.thresholds, config)
         self._wanted = class_filter(self._classes, config)
         log.info(
-            "onnx detector %s: classes=%s input=%s threads=%s",
+            "onnx detector %s: classes=%s input=%s threads=%s spinning=%s",
             self.metadata.model_version,
             ",".join(self._classes),
             self.metadata.input_size,
             self._session.get_session_options().intra_op_num_threads,
+            self.spinning,
         )
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self._classes
+
+    @property
+    def spinning(self) -> bool:
+        """Whether the session's idle intra-op threads spin, as the session says."""
+        opts = self._session.get_session_options()
+        return bool(opts.get_session_config_entry(SPINNING_KEY) == "1")
 
     @property
     def input_size(self) -> tuple[int, int]:
