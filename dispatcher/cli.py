@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="The dispatcher: events in, tickets out, HTTP API and web pages.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The dispatcher: events in, tickets out, HTTP API and web pages.", no_args_is_help=True
+)
 log = logging.getLogger(__name__)
 
 
@@ -19,7 +20,9 @@ def run(
     state_dir: Annotated[Path, typer.Option(envvar="GW_STATE_DIR", help="state folder")] = Path(
         "state/dispatcher"
     ),
-    host: Annotated[str, typer.Option(envvar="GW_HTTP_HOST", help="HTTP bind address")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(envvar="GW_HTTP_HOST", help="HTTP bind address")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="GW_HTTP_PORT", help="HTTP port")] = 8000,
     influx_url: Annotated[str, typer.Option(envvar="GW_INFLUX_URL")] = "http://127.0.0.1:8086",
     influx_db: Annotated[str, typer.Option(envvar="GW_INFLUX_DB")] = "gridwatch",
@@ -43,8 +46,14 @@ def run(
     setup_logging()
     try:
         settings = DispatcherSettings(
-            site=site, state_dir=state_dir, http_host=host, http_port=port,
-            influx_url=influx_url, influx_db=influx_db, db_url=db_url, mqtt_client_id=client_id,
+            site=site,
+            state_dir=state_dir,
+            http_host=host,
+            http_port=port,
+            influx_url=influx_url,
+            influx_db=influx_db,
+            db_url=db_url,
+            mqtt_client_id=client_id,
         )
         site_cfg = load_site(settings.site)
     except ConfigError as exc:
@@ -54,7 +63,13 @@ def run(
     dispatcher.start(wait_s=None)
     try:
         # Live streams (the worker app's) never end by themselves: give them 3 s on shutdown.
-        uvicorn.run(create_app(dispatcher), host=host, port=port, log_config=None,
-                    access_log=False, timeout_graceful_shutdown=3)
+        uvicorn.run(
+            create_app(dispatcher),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=3,
+        )
     finally:
         dispatcher.stop()

@@ -31,8 +31,7 @@ def yolo_box(bbox: Sequence[float] | None) -> list[float] | None:
     if not bbox or len(bbox) != 4:
         return None
     x1, y1, x2, y2 = (float(v) for v in bbox)
-    return [round((x1 + x2) / 2, 6), round((y1 + y2) / 2, 6), round(x2 - x1, 6),
-            round(y2 - y1, 6)]
+    return [round((x1 + x2) / 2, 6), round((y1 + y2) / 2, 6), round(x2 - x1, 6), round(y2 - y1, 6)]
 
 
 def keep_hard_negatives(
@@ -52,8 +51,12 @@ def keep_hard_negatives(
         try:
             src = store.open(rel)
         except FileNotFoundError:
-            log.warning("snapshot %s of ticket %s is gone; no hard negative kept", rel,
-                        ticket["id"], extra={"ticket_id": ticket["id"]})
+            log.warning(
+                "snapshot %s of ticket %s is gone; no hard negative kept",
+                rel,
+                ticket["id"],
+                extra={"ticket_id": ticket["id"]},
+            )
             continue
         stem = f"ticket{ticket['id']}-{src.stem}"
         image = root / "images" / f"{stem}{src.suffix}"
@@ -74,6 +77,10 @@ def keep_hard_negatives(
         (root / "meta" / f"{stem}.json").write_text(json.dumps(note, ensure_ascii=False), "utf-8")
         kept.append(image)
     if kept:
-        log.info("kept %d hard negative(s) of ticket %s", len(kept), ticket["id"],
-                 extra={"ticket_id": ticket["id"]})
+        log.info(
+            "kept %d hard negative(s) of ticket %s",
+            len(kept),
+            ticket["id"],
+            extra={"ticket_id": ticket["id"]},
+        )
     return kept

@@ -105,11 +105,18 @@ class Dispatcher:
         )
         self.metrics = metrics.MetricsShipper(self.engine, self.influx)
         self.intake = Intake(
-            self.engine, self.site, self.clock, self.evidence, on_committed=self.committed,
+            self.engine,
+            self.site,
+            self.clock,
+            self.evidence,
+            on_committed=self.committed,
             batch_size=s.intake_batch_size,
         )
         self.timers = Timers(
-            self.engine, self.site, self.clock, on_committed=self.committed,
+            self.engine,
+            self.site,
+            self.clock,
+            on_committed=self.committed,
             tick_s=s.timer_tick_s,
         )
 
@@ -169,12 +176,23 @@ class Dispatcher:
         with self.engine.begin() as conn:
             self._own(tickets.load(conn, ticket_id), worker_id)
             tickets.apply(
-                conn, ticket_id, Transition.DECLINED, at=at, actor=f"worker:{worker_id}",
-                worker_id=None, reason=reason,
+                conn,
+                ticket_id,
+                Transition.DECLINED,
+                at=at,
+                actor=f"worker:{worker_id}",
+                worker_id=None,
+                reason=reason,
             )
             row = tickets.assign(
-                conn, self.site, ticket_id, at=at, actor="system", exclude=frozenset({worker_id}),
-                positions=worker_positions(conn), reason=f"declined by {worker_id}",
+                conn,
+                self.site,
+                ticket_id,
+                at=at,
+                actor="system",
+                exclude=frozenset({worker_id}),
+                positions=worker_positions(conn),
+                reason=f"declined by {worker_id}",
             )
         self.committed()
         return row
@@ -188,13 +206,22 @@ class Dispatcher:
         with self.engine.begin() as conn:
             self._own(tickets.load(conn, ticket_id), worker_id)
             row = tickets.apply(
-                conn, ticket_id, Transition.RESOLVED, at=at, actor=f"worker:{worker_id}", reason=note
+                conn,
+                ticket_id,
+                Transition.RESOLVED,
+                at=at,
+                actor=f"worker:{worker_id}",
+                reason=note,
             )
             if stored is not None:
                 conn.execute(
                     insert(evidence).values(
-                        kind="after_photo", path=stored.path, sha256=stored.sha256,
-                        bytes=stored.size, ticket_id=ticket_id, created_at=at,
+                        kind="after_photo",
+                        path=stored.path,
+                        sha256=stored.sha256,
+                        bytes=stored.size,
+                        ticket_id=ticket_id,
+                        created_at=at,
                     )
                 )
             commands = verify.ask_cameras(conn, self.site, row, at)
@@ -215,17 +242,30 @@ class Dispatcher:
             row = tickets.apply(
                 conn, ticket_id, Transition.REJECTED, at=at, actor=actor, reason=reason
             )
-            incident = conn.execute(
-                select(incidents).where(incidents.c.id == row["incident_id"])
-            ).mappings().one()
-            snapshots = conn.execute(
-                select(evidence.c.path).where(
-                    evidence.c.ticket_id == ticket_id, evidence.c.kind == "snapshot"
+            incident = (
+                conn.execute(select(incidents).where(incidents.c.id == row["incident_id"]))
+                .mappings()
+                .one()
+            )
+            snapshots = (
+                conn.execute(
+                    select(evidence.c.path).where(
+                        evidence.c.ticket_id == ticket_id, evidence.c.kind == "snapshot"
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         self.committed()
-        keep_hard_negatives(self.evidence, self.settings.state_dir / "hard_negatives", row,
-                            incident, snapshots, reason=reason, at=at)
+        keep_hard_negatives(
+            self.evidence,
+            self.settings.state_dir / "hard_negatives",
+            row,
+            incident,
+            snapshots,
+            reason=reason,
+            at=at,
+        )
         return row
 
     def reassign(
@@ -242,14 +282,25 @@ class Dispatcher:
             if to_worker is None:
                 held = frozenset({row["worker_id"]}) if row["worker_id"] else frozenset()
                 row = tickets.assign(
-                    conn, self.site, ticket_id, at=at, actor=actor, exclude=held,
-                    positions=worker_positions(conn), reason=reason,
+                    conn,
+                    self.site,
+                    ticket_id,
+                    at=at,
+                    actor=actor,
+                    exclude=held,
+                    positions=worker_positions(conn),
+                    reason=reason,
                 )
             else:
                 first = current is Status.OPEN and row["assigned_at"] is None
                 row = tickets.apply(
-                    conn, ticket_id, Transition.ASSIGNED if first else Transition.REASSIGNED,
-                    at=at, actor=actor, worker_id=to_worker, reason=reason,
+                    conn,
+                    ticket_id,
+                    Transition.ASSIGNED if first else Transition.REASSIGNED,
+                    at=at,
+                    actor=actor,
+                    worker_id=to_worker,
+                    reason=reason,
                 )
         self.committed()
         return row
@@ -272,8 +323,12 @@ class Dispatcher:
         outcome = verify.result_outcome(result)
         parsed = topics.parse_edge(d.topic)
         if parsed is None or parsed.device_id != result.device_id:
-            log.warning("result for %s on topic %s ignored", result.device_id, d.topic,
-                        extra={"topic": d.topic})
+            log.warning(
+                "result for %s on topic %s ignored",
+                result.device_id,
+                d.topic,
+                extra={"topic": d.topic},
+            )
             outcome = None
         if outcome is None:
             d.ack()
@@ -285,22 +340,33 @@ class Dispatcher:
             try:
                 stored = self.evidence.save(result.snapshot.jpeg(), "verify", now)
             except (BadImage, binascii.Error) as exc:
-                log.warning("verify snapshot from %s unusable (%s); outcome kept without it",
-                            result.device_id, exc, extra={"device_id": result.device_id})
+                log.warning(
+                    "verify snapshot from %s unusable (%s); outcome kept without it",
+                    result.device_id,
+                    exc,
+                    extra={"device_id": result.device_id},
+                )
         with self.engine.begin() as conn:
             if stored is not None:
                 evidence_id = conn.execute(
-                    insert(evidence).values(
-                        kind="verify", path=stored.path, sha256=stored.sha256, bytes=stored.size,
+                    insert(evidence)
+                    .values(
+                        kind="verify",
+                        path=stored.path,
+                        sha256=stored.sha256,
+                        bytes=stored.size,
                         ticket_id=int(result.ticket_id) if result.ticket_id else None,
                         created_at=now,
-                    ).returning(evidence.c.id)
+                    )
+                    .returning(evidence.c.id)
                 ).scalar_one()
             done = conn.execute(
                 update(verifications)
-                .where(verifications.c.command_id == str(result.command_id),
-                       verifications.c.device_id == result.device_id,
-                       verifications.c.answered_at.is_(None))
+                .where(
+                    verifications.c.command_id == str(result.command_id),
+                    verifications.c.device_id == result.device_id,
+                    verifications.c.answered_at.is_(None),
+                )
                 .values(answered_at=now, outcome=outcome, evidence_id=evidence_id)
                 .returning(verifications.c.ticket_id)
             ).scalar()
@@ -356,21 +422,43 @@ class Dispatcher:
         id (Open311 service_request_id) and the ticket's id. Raises Rejected for a kind the
         site does not have."""
         at = self.clock.now()
-        obs = self.intake.citizen(kind=kind, lat=lat, lon=lon, at=at, body={
-            "service_code": kind, **{k: v for k, v in details.items() if v is not None}})
+        obs = self.intake.citizen(
+            kind=kind,
+            lat=lat,
+            lon=lon,
+            at=at,
+            body={"service_code": kind, **{k: v for k, v in details.items() if v is not None}},
+        )
         with self.engine.begin() as conn:
             self.intake.lock(conn, [obs])
             incident_id = self.intake.record(conn, obs, at)
             report_id = conn.execute(
-                insert(citizen_reports).values(
-                    service_code=kind, event_id=obs.event_id, incident_id=incident_id,
-                    lat=lat, lon=lon, requested_at=at, **details,
-                ).returning(citizen_reports.c.id)
+                insert(citizen_reports)
+                .values(
+                    service_code=kind,
+                    event_id=obs.event_id,
+                    incident_id=incident_id,
+                    lat=lat,
+                    lon=lon,
+                    requested_at=at,
+                    **details,
+                )
+                .returning(citizen_reports.c.id)
             ).scalar_one()
-            ticket_id = conn.execute(
-                select(tickets_table.c.id).where(tickets_table.c.incident_id == incident_id)
-            ).scalar() if incident_id is not None else None
+            ticket_id = (
+                conn.execute(
+                    select(tickets_table.c.id).where(tickets_table.c.incident_id == incident_id)
+                ).scalar()
+                if incident_id is not None
+                else None
+            )
         self.committed()
-        log.info("citizen report %s (%s) → incident %s, ticket %s", report_id, kind,
-                 incident_id, ticket_id, extra={"ticket_id": ticket_id})
+        log.info(
+            "citizen report %s (%s) → incident %s, ticket %s",
+            report_id,
+            kind,
+            incident_id,
+            ticket_id,
+            extra={"ticket_id": ticket_id},
+        )
         return int(report_id), ticket_id

@@ -154,8 +154,14 @@ class ApiServer:
     def __init__(self, app: object) -> None:
         self.port = free_port()
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,  # type: ignore[arg-type]
-                           access_log=False, timeout_graceful_shutdown=2)
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,  # type: ignore[arg-type]
+                access_log=False,
+                timeout_graceful_shutdown=2,
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
