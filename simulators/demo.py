@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,10 +173,26 @@ def report_table(rows: list[metrics.GridReport], period: str) -> Table:
     return table
 
 
+# What one demo run writes and the next must not inherit: accounts seeded with this run's
+# random passwords, the broker's sessions, last run's tickets and InfluxDB points (the closure
+# report would count them). The rendered street videos are kept: they only depend on the model.
+RUN_FOLDERS = ("broker", "influxdb", "dispatcher", "edge", "logs")
+
+
+def fresh_run_folders(state: Path) -> None:
+    """Remove the previous run's per-run folders under ``state``."""
+    for name in RUN_FOLDERS:
+        folder = state / name
+        if folder.exists():
+            log.info("removing the previous run's %s", folder)
+            shutil.rmtree(folder)
+
+
 def run_demo(site_file: Path, state: Path, duration_s: float, console: Console) -> int:
     """Run the whole demo; return 0 when every grid cell closed at least one ticket."""
     state = state.resolve()
     state.mkdir(parents=True, exist_ok=True)
+    fresh_run_folders(state)
     env = dict(os.environ)
     env.update(demo_secrets(site_file))
     env.update(GW_MQTT_PORT=str(free_port()), GW_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
