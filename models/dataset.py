@@ -4,7 +4,8 @@ Output (under ``out_dir``), all YOLO format, built deterministically from ``seed
 
 - ``gridwatch-det/`` – what ``train`` uses. ``images/train``: every street-garbage train photo
   (symlinked as is), a share of them replaced by a copy with 1–2 train-split manhole covers
-  composited in, plus each train crop as a full-frame example. ``val``/``test``: the
+  composited in, plus each train crop as a full-frame example and as ``close_ups`` close-up
+  views on street backgrounds. ``val``/``test``: the
   street-garbage photos of that split unchanged, plus a composite copy of each with covers from
   that split's crops, plus that split's crops as full-frame examples.
 - ``manhole-composite/`` – only the composite and full-frame images of each split (symlinks into
@@ -35,6 +36,7 @@ from simulators.composite import (
     CropRef,
     PlacedObject,
     Split,
+    close_up_example,
     composite_scene,
     datasets_root,
     full_frame_example,
@@ -73,6 +75,18 @@ class DatasetSpec(BaseModel):
     )
     covers_per_image: tuple[int, int] = Field(
         default=(1, 2), description="Inclusive range of covers placed per composite image."
+    )
+    cover_width: tuple[float, float] = Field(
+        default=(0.10, 0.32),
+        description="Cover width range in composites, as fractions of the scene's width "
+        "(log-uniform). Smaller covers are a few pixels at 320 px: their condition cannot be "
+        "seen, and labelling it teaches noise.",
+    )
+    close_ups: int = Field(
+        default=3,
+        ge=0,
+        description="Train only: close-up examples per crop (the cover rotated, tilted and lit "
+        "anew, filling most of a frame cut from a street photo).",
     )
     crops_val: int = Field(default=8, ge=1, description="Val crops per condition folder.")
     crops_test: int = Field(default=8, ge=1, description="Test crops per condition folder.")
@@ -233,7 +247,9 @@ def _build_split(
         objects, avoid = _existing_objects(garbage, split, stem, hw)
         n = int(rng.integers(spec.covers_per_image[0], spec.covers_per_image[1] + 1))
         picks = _pick_covers(rng, crops, n)
-        img, placed = composite_scene(scene, [(c, crop_image(c)) for c in picks], rng, avoid)
+        img, placed = composite_scene(
+            scene, [(c, crop_image(c)) for c in picks], rng, avoid, spec.cover_width
+        )
         name = f"{COMPOSITE_PREFIX}{stem}"
         cv2.imwrite(str(img_out / f"{name}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         (lab_out / f"{name}.txt").write_text(_labels(objects + placed, hw), encoding="utf-8")
@@ -264,5 +280,20 @@ def _build_split(
         counts["images_fullframe"] += 1
         counts[ref.class_name] += 1
         records.append({"image": f"{name}.jpg", "crop": ref.name, "objects": [obj.model_dump()]})
+        for k in range(spec.close_ups if split == "train" and scenes else 0):
+            rng = rng_for(spec.seed, f"close-{split}", j * 100 + k)
+            background = read_image(scenes[int(rng.integers(len(scenes)))])
+            img, obj = close_up_example(crop_image(ref), background, rng)
+            obj = obj.model_copy(update={"class_name": ref.class_name, "source": ref.name})
+            name = f"{FULLFRAME_PREFIX}{ref.folder}_{ref.path.stem}_close{k}"
+            cv2.imwrite(str(img_out / f"{name}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            (lab_out / f"{name}.txt").write_text(
+                _labels([obj], (img.shape[0], img.shape[1])), encoding="utf-8"
+            )
+            counts["images_closeup"] += 1
+            counts[ref.class_name] += 1
+            records.append(
+                {"image": f"{name}.jpg", "crop": ref.name, "objects": [obj.model_dump()]}
+            )
     images[split] = records
     return dict(counts)

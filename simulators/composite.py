@@ -140,14 +140,25 @@ class CoverLook(BaseModel):
     noise_sigma: float = Field(ge=0, le=20, description="Gaussian pixel noise on the patch.")
 
 
-def sample_look(rng: np.random.Generator, crop_hw: tuple[int, int]) -> CoverLook:
-    """Random but plausible camera view of a cover; mild tilt for crops already seen obliquely."""
+# Cover width as a fraction of the scene's width: a cover 0.6-0.7 m across, 5-25 m from a
+# street camera. The lower end is what a 320 px detector input can still tell apart.
+COVER_WIDTH: tuple[float, float] = (0.07, 0.32)
+
+
+def sample_look(
+    rng: np.random.Generator,
+    crop_hw: tuple[int, int],
+    width_range: tuple[float, float] = COVER_WIDTH,
+) -> CoverLook:
+    """Random but plausible camera view of a cover; mild tilt for crops already seen obliquely.
+    The width is log-uniform in ``width_range`` (fractions of the scene's width)."""
     h, w = crop_hw
     already_oblique = h / max(w, 1) < 0.6
     fore = rng.uniform(0.85, 1.1) if already_oblique else rng.uniform(0.45, 1.0)
     rotation = rng.uniform(-12, 12) if already_oblique else rng.uniform(-180, 180)
+    lo, hi = width_range
     return CoverLook(
-        width_frac=float(np.exp(rng.uniform(np.log(0.07), np.log(0.32)))),
+        width_frac=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
         edge="ellipse" if rng.random() < 0.55 else "rect",
         feather=float(rng.uniform(0.02, 0.08)),
         margin=float(rng.uniform(0.0, 0.04)),
@@ -378,6 +389,7 @@ def composite_scene(
     crops: Sequence[tuple[CropRef, Image]],
     rng: np.random.Generator,
     avoid: Sequence[Sequence[float]] = (),
+    width_range: tuple[float, float] = COVER_WIDTH,
 ) -> tuple[Image, list[PlacedObject]]:
     """Place each crop into ``scene`` where it fits; returns the image and the placed covers."""
     out = scene
@@ -385,7 +397,7 @@ def composite_scene(
     taken = [tuple(b) for b in avoid]
     for ref, crop in crops:
         for _attempt in range(4):
-            look = sample_look(rng, (crop.shape[0], crop.shape[1]))
+            look = sample_look(rng, (crop.shape[0], crop.shape[1]), width_range)
             patch, alpha = render_cover(crop, look, out.shape[1])
             spot = choose_spot(
                 rng, (out.shape[0], out.shape[1]), (alpha.shape[0], alpha.shape[1]), taken
@@ -407,6 +419,29 @@ def full_frame_example(crop: Image, rng: np.random.Generator) -> tuple[Image, Pl
     img = np.clip(crop.astype(np.float32) * gain, 0, 255).astype(np.uint8)
     h, w = img.shape[:2]
     return img, PlacedObject(class_name="", box=(0, 0, w, h))
+
+
+def close_up_example(
+    crop: Image, background: Image, rng: np.random.Generator
+) -> tuple[Image, PlacedObject]:
+    """The cover seen from close by: rendered like a composite (rotation, tilt, light, blur)
+    and filling 55-90 % of a frame cut from ``background`` (a street photo); its box is where
+    the cover is. Teaches the cover's condition at sizes a far camera cannot show."""
+    look = sample_look(rng, (crop.shape[0], crop.shape[1]), (1.0, 1.0))
+    patch, alpha = render_cover(crop, look, crop.shape[1])
+    ph, pw = alpha.shape
+    W = max(pw + 1, math.ceil(pw / rng.uniform(0.55, 0.9)))
+    H = max(ph + 1, math.ceil(ph / rng.uniform(0.55, 0.9)))
+    bh, bw = background.shape[:2]
+    scale = min(1.0, bw / W, bh / H)  # the largest window of the background's pixels
+    win_w, win_h = max(1, int(W * scale)), max(1, int(H * scale))
+    bx = int(rng.integers(0, bw - win_w + 1))
+    by = int(rng.integers(0, bh - win_h + 1))
+    frame = cv2.resize(background[by : by + win_h, bx : bx + win_w], (W, H))
+    x = int(rng.integers(0, W - pw + 1))
+    y = int(rng.integers(0, H - ph + 1))
+    img, box = paste_cover(np.asarray(frame, dtype=np.uint8), patch, alpha, x, y, look, rng)
+    return img, PlacedObject(class_name="", box=box)
 
 
 def yolo_line(class_id: int, box: Sequence[float], hw: tuple[int, int]) -> str:

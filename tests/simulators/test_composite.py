@@ -12,6 +12,7 @@ import pytest
 from simulators.composite import (
     CROP_FOLDER_CLASS,
     CropRef,
+    close_up_example,
     composite_scene,
     datasets_root,
     draw_boxes,
@@ -80,6 +81,26 @@ def test_box_is_where_the_crop_was_put(seed: int) -> None:
     ys, xs = np.nonzero(red)
     found = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
     assert np.abs(np.array(found) - np.array(box)).max() <= 1, (found, box)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_close_up_box_is_the_cover_and_fills_most_of_the_frame(seed: int) -> None:
+    """A pure red crop on a grey street: the box is the red area, 55-90 % of the frame wide or
+    high (minus the rotation's corners), and the same seed draws the same image."""
+    crop = np.zeros((100, 80 + 7 * seed, 3), np.uint8)
+    crop[:] = (0, 0, 255)
+    background = np.full((480, 640, 3), 100, np.uint8)
+    img, obj = close_up_example(crop, background, rng_for(seed, "closeup", 0))
+    again, same = close_up_example(crop, background, rng_for(seed, "closeup", 0))
+    np.testing.assert_array_equal(img, again)
+    assert obj == same
+    x1, y1, x2, y2 = obj.box
+    h, w = img.shape[:2]
+    assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+    assert max((x2 - x1) / w, (y2 - y1) / h) > 0.45
+    redness = img[:, :, 2].astype(int) - img[:, :, 1].astype(int)  # lit cover x alpha
+    ys, xs = np.nonzero(redness > 0.6 * redness.max())
+    assert xs.min() >= x1 - 2 and xs.max() < x2 + 2 and ys.min() >= y1 - 2 and ys.max() < y2 + 2
 
 
 @needs_data
