@@ -41,6 +41,7 @@ from simulators.composite import (
     datasets_root,
     full_frame_example,
     list_crops,
+    near_duplicate_groups,
     read_image,
     read_yolo_boxes,
     rng_for,
@@ -171,7 +172,9 @@ def build_dataset(spec: DatasetSpec) -> BuiltDataset:
     for d in (train_dir, comp_dir):
         if d.exists():
             shutil.rmtree(d)
-    crop_split = split_crops(list_crops(crops_root), spec.seed, spec.crops_val, spec.crops_test)
+    crops = list_crops(crops_root)
+    groups = near_duplicate_groups(crops)
+    crop_split = split_crops(crops, spec.seed, spec.crops_val, spec.crops_test, groups)
     crop_cache: dict[Path, np.ndarray] = {}
 
     def crop_image(ref: CropRef) -> np.ndarray:
@@ -184,6 +187,11 @@ def build_dataset(spec: DatasetSpec) -> BuiltDataset:
         "datasets_root": str(root),
         "classes": list(CLASSES),
         "crop_split": {s: [c.name for c in crop_split[s]] for s in SPLITS},
+        "near_duplicate_groups": {
+            g: sorted(n for n, h in groups.items() if h == g)
+            for g in sorted(set(groups.values()))
+            if sum(h == g for h in groups.values()) > 1
+        },
         "images": {},
     }
     images: dict[str, list[dict[str, object]]] = {}

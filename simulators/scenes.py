@@ -48,6 +48,7 @@ from simulators.composite import (
     datasets_root,
     light_patch,
     list_crops,
+    near_duplicate_groups,
     read_image,
     read_yolo_boxes,
     render_cover,
@@ -314,7 +315,8 @@ def make_scene_video(spec: SceneSpec, out_path: Path, seed: int) -> SceneTruth:
     base, (scale, x0, y0) = _street_frame(background, spec.width, spec.height)
     base_f = base.astype(np.float32)
     hw = (spec.height, spec.width)
-    crops = split_crops(list_crops(root / "manhole-crops"), spec.crop_seed)[spec.split]
+    every = list_crops(root / "manhole-crops")
+    crops = split_crops(every, spec.crop_seed, groups=near_duplicate_groups(every))[spec.split]
     piles = _garbage_crops(garbage_root, spec.split)
     placed: list[_Placed] = []
     truth: list[TruthObject] = []

@@ -17,6 +17,7 @@ from simulators.composite import (
     datasets_root,
     draw_boxes,
     list_crops,
+    near_duplicate_groups,
     paste_cover,
     read_image,
     read_yolo_boxes,
@@ -55,6 +56,30 @@ def test_split_is_disjoint_complete_and_seeded() -> None:
         assert sum(c.folder == folder for c in split["test"]) == 3
     assert split == split_crops(list(reversed(crops)), seed=5, n_val=4, n_test=3)
     assert split != split_crops(crops, seed=6, n_val=4, n_test=3)
+
+
+def test_a_group_of_near_duplicates_stays_in_one_split() -> None:
+    crops = fake_crops()
+    names = [c.name for c in crops if c.folder == "broke"]
+    groups = {n: names[0] for n in names[:6]}  # six copies of one photo
+    for seed in range(20):
+        split = split_crops(crops, seed=seed, n_val=4, n_test=3, groups=groups)
+        holding = {s for s, members in split.items() for c in members if c.name in groups}
+        assert len(holding) == 1, (seed, holding)
+        assert sum(c.folder == "broke" for c in split["val"]) >= 4
+        assert sum(c.folder == "broke" for c in split["test"]) >= 3
+
+
+@needs_data
+def test_near_duplicate_photos_are_grouped_and_never_split() -> None:
+    crops = list_crops(ROOT / "manhole-crops")
+    groups = near_duplicate_groups(crops)
+    assert groups["broke/uncovered_circle128.jpg"] == groups["broke/uncovered_circle203.jpg"]
+    assert groups["circle/circle_circle922.jpg"] == groups["circle/circle_circle988.jpg"]
+    assert len(set(groups.values())) > 200  # most photos stand alone
+    split = split_crops(crops, seed=0, groups=groups)
+    owner = {groups[c.name]: s for s, members in split.items() for c in members}
+    assert all(owner[groups[c.name]] == s for s, members in split.items() for c in members)
 
 
 @pytest.mark.parametrize("seed", range(12))
