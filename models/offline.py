@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+from edge.detect.ultralytics_backend import ultralytics_offline
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,12 +41,9 @@ def configure_offline() -> Path:
     onnxruntime write under our folder instead of the home directory.
     """
     root = cache_dir()
-    yolo_dir = root / "ultralytics-config"
+    yolo_dir = ultralytics_offline(root / "ultralytics-config")
     (yolo_dir / "Ultralytics").mkdir(parents=True, exist_ok=True)
-    os.environ["YOLO_OFFLINE"] = "1"
-    os.environ["YOLO_AUTOINSTALL"] = "False"
     os.environ.setdefault("YOLO_VERBOSE", "True")
-    os.environ["YOLO_CONFIG_DIR"] = str(yolo_dir)
     os.environ.setdefault("MPLCONFIGDIR", str(root / "matplotlib"))
     os.environ.setdefault("XDG_CACHE_HOME", str(root / "xdg-cache"))
     os.environ.setdefault("XDG_CONFIG_HOME", str(root / "xdg-config"))

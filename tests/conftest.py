@@ -23,9 +23,13 @@ from config.clock import Clock, SystemClock
 from config.loader import placeholders
 from config.site import SAMPLE_SITE, Site, load_site
 from dispatcher.settings import DispatcherSettings
+from models.offline import configure_offline
 from simulators.local_services import InfluxServer, PostgresServer
 
 os.environ.setdefault("GW_LOG_FORMAT", "console")
+# Tests import ultralytics (export parity, the ultralytics backend): offline, no pip installs,
+# its settings and font in our cache folder, before anything imports it.
+configure_offline()
 
 
 @pytest.fixture(scope="session")

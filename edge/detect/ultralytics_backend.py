@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,25 @@ from edge.detect.base import (
 from edge.detect.metadata import ModelMetadata, sidecar_path
 
 log = logging.getLogger(__name__)
+
+
+def ultralytics_offline(config_dir: Path | None = None) -> Path:
+    """Set ultralytics' offline switches; call before ``import ultralytics``.
+
+    ``YOLO_OFFLINE`` stops every download (hub weights, fonts, assets), ``YOLO_AUTOINSTALL``
+    stops its pip installs of missing requirements, ``YOLO_CONFIG_DIR`` keeps its settings file
+    out of the home directory: ``config_dir``, else an existing ``YOLO_CONFIG_DIR``, else
+    ``$XDG_CACHE_HOME/gridwatch/ultralytics``. Returns the folder used.
+    """
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "False"
+    if config_dir is None:
+        existing = os.environ.get("YOLO_CONFIG_DIR")
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        config_dir = Path(existing) if existing else cache / "gridwatch" / "ultralytics"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
+    return config_dir
 
 
 class UltralyticsDetectorConfig(DetectorConfig):
@@ -44,6 +64,7 @@ class UltralyticsDetector(Detector):
     """ultralytics' own predictor, for checkpoints and as a reference for the onnx backend."""
 
     def __init__(self, config: UltralyticsDetectorConfig) -> None:
+        ultralytics_offline()
         from ultralytics import YOLO  # type: ignore[attr-defined]  # heavy and optional: imported only when this backend is used
 
         if not config.model.is_file():
