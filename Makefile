@@ -38,7 +38,7 @@ bench: apt-test $(VENV)/.test-installed
 	$(PY) -m bench.dispatcher
 
 model: $(VENV)/.test-installed
-	$(VENV)/bin/gridwatch train --preset shipped
+	$(VENV)/bin/gridwatch train --preset shipped --ship
 
 apt-demo:
 	@missing=""; for p in $(DEMO_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

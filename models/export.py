@@ -174,6 +174,8 @@ def classes_of(weights: Path) -> list[str]:
 
 def export_model(spec: ExportSpec) -> ModelMetadata:
     """Export ``spec.weights`` to ``spec.out`` at the asked precision, with metadata."""
+    if spec.precision == "int8" and not spec.calibration_images:
+        raise ValueError("int8 export needs calibration images (training split)")
     spec.out.parent.mkdir(parents=True, exist_ok=True)
     classes = classes_of(spec.weights)
     architecture = spec.architecture or _architecture(spec.weights)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,15 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.detect.metadata import ModelMetadata
 from edge.detect.onnx import OnnxDetector, OnnxDetectorConfig
+from models.card import write_card
 from models.evaluate import EvaluationReport, evaluate
 from models.export import ExportSpec, Precision, export_model, write_metadata
-from models.offline import REPO_ROOT
+from models.offline import REPO_ROOT, configure_offline
 from models.thresholds import pick_threshold, sweep
 from models.yolo_data import load_yolo_folder
 
 log = logging.getLogger(__name__)
 
 SHIPPED_MODEL = REPO_ROOT / "models" / "weights" / "gridwatch-det.onnx"
+SHIPPED_CHECKPOINT = SHIPPED_MODEL.with_suffix(".pt")
 TRAINING_DATA = [
     "street-garbage (Roboflow Universe project-shb1t/-111-ehcfr v2, CC BY 4.0), train split",
     "manhole-crops (evenstar123/well-detect data/, no licence stated; internal use) "
@@ -32,7 +36,7 @@ class ShipPlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    precision: Precision = Field(default="int8")
+    precision: Precision = Field(default="fp32")
     out: Path = Field(default=SHIPPED_MODEL)
     weights: str = Field(default="best.pt", description="Which checkpoint of the run.")
     calibration_count: int = Field(default=100, ge=1, description="int8 calibration images.")
@@ -56,6 +60,57 @@ def run_record(run_dir: Path) -> dict[str, object]:
         raise FileNotFoundError(f"{run_dir} is not a gridwatch training run (no {path.name})")
     data: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
     return data
+
+
+def evaluate_splits(model: Path, data: dict[str, object]) -> dict[str, EvaluationReport]:
+    """``model`` (ONNX, through the edge's detector) on the val and test splits of the real
+    garbage photos and of the manhole composites."""
+    detector = OnnxDetector(OnnxDetectorConfig(model=model))
+    reports: dict[str, EvaluationReport] = {}
+    for label, yaml_path in (
+        ("street-garbage", Path(str(data["garbage_yaml"]))),
+        ("manhole-composite", Path(str(data["composite_yaml"]))),
+    ):
+        folder = load_yolo_folder(yaml_path)
+        for split in ("val", "test"):
+            reports[f"{label}/{split}"] = evaluate(detector, folder, split, model_name=str(model))
+    return reports
+
+
+def fp32_reference(
+    weights: Path, meta: ModelMetadata, data: dict[str, object]
+) -> dict[str, dict[str, object]]:
+    """The same checkpoint exported at fp32 with the same thresholds, on the same splits: what
+    a reduced precision costs."""
+    with tempfile.TemporaryDirectory(prefix="gw-fp32-") as tmp:
+        out = Path(tmp) / "reference.onnx"
+        ref = export_model(
+            ExportSpec(
+                weights=weights,
+                out=out,
+                imgsz=meta.input_size[0],
+                precision="fp32",
+                model_version=f"{meta.model_version}-fp32-reference",
+                thresholds=meta.thresholds,
+                iou=meta.iou,
+                architecture=meta.architecture,
+            )
+        )
+        log.info("evaluating the fp32 reference %s", ref.model_version)
+        return {k: r.summary() for k, r in evaluate_splits(out, data).items()}
+
+
+def keep_checkpoint(weights: Path, dst: Path) -> None:
+    """Copy the run's checkpoint beside the shipped model, without its optimizer state: the
+    baseline of the benchmarks (ultralytics' own predict on the .pt) and a start for
+    fine-tuning on a site's own frames."""
+    configure_offline()
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, dst)
+    strip_optimizer(str(dst))
+    log.info("checkpoint kept: %s (%.1f MB)", dst, dst.stat().st_size / 1e6)
 
 
 def checkpoint_epoch(weights: Path) -> int:
@@ -102,23 +157,21 @@ def ship(run_dir: Path, plan: ShipPlan) -> ShipResult:
     log.info("operating thresholds chosen on val: %s", thresholds)
     meta = meta.model_copy(update={"thresholds": thresholds})
     write_metadata(plan.out, meta)
-    detector = OnnxDetector(OnnxDetectorConfig(model=plan.out))
-    reports: dict[str, EvaluationReport] = {}
-    for label, yaml_path in (
-        ("street-garbage", Path(str(data["garbage_yaml"]))),
-        ("manhole-composite", Path(str(data["composite_yaml"]))),
-    ):
-        folder = load_yolo_folder(yaml_path)
-        for split in ("val", "test"):
-            reports[f"{label}/{split}"] = evaluate(
-                detector, folder, split, model_name=str(plan.out)
-            )
+    reports = evaluate_splits(plan.out, data)
     summary = {k: r.summary() for k, r in reports.items()}
-    sweep_table = {n: [p.model_dump() | {"f1": p.f1} for p in pts] for n, pts in points.items()}
+    evaluation: dict[str, object] = {"reports": summary}
+    if plan.precision != "fp32":
+        evaluation["fp32_reference"] = fp32_reference(weights, meta, data)
+    evaluation["threshold_sweep_val"] = {
+        n: [p.model_dump() | {"f1": p.f1} for p in pts] for n, pts in points.items()
+    }
     plan.out.with_suffix(".eval.json").write_text(
-        json.dumps({"reports": summary, "threshold_sweep_val": sweep_table}, indent=1) + "\n",
-        encoding="utf-8",
+        json.dumps(evaluation, indent=1) + "\n", encoding="utf-8"
     )
+    if plan.out.resolve() == SHIPPED_MODEL.resolve():
+        keep_checkpoint(weights, SHIPPED_CHECKPOINT)
+        card = write_card(meta, plan.out, evaluation, record, run_dir)
+        log.info("model card updated: %s", card)
     return ShipResult(
         metadata=meta, path=plan.out, size_bytes=plan.out.stat().st_size, reports=summary
     )
