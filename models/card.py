@@ -23,6 +23,15 @@ def _f(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) else "-"
 
 
+def _detail(report: dict[str, Any], key: str, default: object) -> object:
+    """An evaluate summary's extra figure: under ``details`` (records written before it moved
+    there have it at the top level)."""
+    details = report.get("details")
+    if isinstance(details, dict) and key in details:
+        return details[key]
+    return report.get(key, default)
+
+
 def metrics_table(reports: dict[str, dict[str, Any]]) -> list[str]:
     """One row per (data set/split, class) with the evaluate figures."""
     lines = [
@@ -39,7 +48,8 @@ def metrics_table(reports: dict[str, dict[str, Any]]) -> list[str]:
     lines.append(
         "False positives per image without objects (at the operating thresholds): "
         + "; ".join(
-            f"{key} {_f(r.get('fp_per_negative_image'))} over {r.get('negative_images', 0)} images"
+            f"{key} {_f(r.get('fp_per_negative_image'))} over {_detail(r, 'negative_images', 0)} "
+            "images"
             for key, r in reports.items()
         )
         + "."

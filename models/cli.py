@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -104,10 +104,23 @@ def evaluate(
     model: Annotated[Path, typer.Option(help="Model file: .onnx (edge runtime) or .pt.")],
     data: Annotated[
         Path,
-        typer.Option(help="YOLO folder (data.yaml with names, images/<split>, labels/<split>)."),
+        typer.Option(
+            help="YOLO data set: its folder or its data.yaml (names as a list or a map; each "
+            "split where the yaml's train:/val:/test: key says, relative to its path:, else "
+            "images/<split>; labels where ultralytics looks, boxes or polygons)."
+        ),
     ],
-    split: Annotated[str, typer.Option(help="Which split to evaluate.")] = "test",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    split: Annotated[
+        str, typer.Option(help="Which split: the data.yaml key (or images/<split> folder).")
+    ] = "test",
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON object: model, images, per-class ap50/ap50_95/precision/"
+            "recall/support, fp_per_negative_image, and the rest under details.",
+        ),
+    ] = False,
     imgsz: Annotated[
         int | None, typer.Option(min=32, help="Input size for a .pt (ONNX files fix their own).")
     ] = None,
@@ -116,21 +129,38 @@ def evaluate(
     ] = None,
 ) -> None:
     """Per-class precision/recall at the operating thresholds, AP50, AP50-95, confusion matrix
-    and false positives per image without objects. ONNX runs through the edge's own code."""
+    and false positives per image without objects. ONNX runs through the edge's own code.
+    Unreadable images and rejected label files are skipped and named, as ultralytics does;
+    a problem with the model or the data is a one-line error and exit code 1."""
     setup_logging("WARNING")
-    from models.evaluate import evaluate_path, render_report
+    from models.evaluate import ModelLoadError, evaluate_path, render_report
     from models.yolo_data import YoloDataError
 
-    if not model.is_file():
-        raise typer.BadParameter(f"model file not found: {model}", param_hint="--model")
     try:
         report = evaluate_path(model, data, split, imgsz=imgsz, threads=threads)
+    except ModelLoadError as exc:
+        _fail(f"--model: {exc}")
     except YoloDataError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+        _fail(f"--data: {exc}")
+    except (OSError, ValueError) as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
     if as_json:
         typer.echo(json.dumps(report.summary()))
     else:
         typer.echo(render_report(report))
+    if report.skipped:
+        typer.echo(
+            f"warning: {len(report.skipped)} of {report.images + len(report.skipped)} images "
+            f"skipped (unreadable or rejected labels), e.g. {report.skipped[0].path}: "
+            f"{report.skipped[0].reason}",
+            err=True,
+        )
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit code 1 (no traceback)."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(1)
 
 
 @app.command()

@@ -5,8 +5,10 @@ ultralytics computes them (NMS at conf 0.001 / IoU 0.7 with multi-label, greedy 
 101-point AP), the confusion matrix at the operating point, and false positives per image on
 images without objects. An ONNX model runs through ``edge.detect`` (onnxruntime, numpy
 letterbox and NMS, no torch) so what is measured is what the edge runs. Class names in the
-data are matched to the model's by name; detections of classes the data does not name are
-ignored (their objects are not labelled there).
+data are matched to the model's by name, ignoring case and ``-``/``_``/space (``Garbage`` is
+``garbage``); detections of classes the data does not name are ignored (their objects are not
+labelled there). Images that cannot be read, or whose label file ultralytics would reject, are
+skipped as ultralytics skips them: counted, named with the reason in the report, and logged.
 """
 
 from __future__ import annotations
@@ -32,13 +34,25 @@ from models.metrics import (
     confusion_update,
     match_predictions,
 )
-from models.yolo_data import YoloFolder, load_yolo_folder
+from models.yolo_data import (
+    CorruptLabelError,
+    YoloDataError,
+    YoloFolder,
+    class_key,
+    load_yolo_folder,
+)
 
 log = logging.getLogger(__name__)
 
 VAL_CONF = 0.001  # ultralytics' val defaults
 VAL_IOU = 0.7
 VAL_MAX_DET = 300
+MIN_IMAGE_SIDE = 10  # ultralytics rejects images under 10 px a side
+SHOWN_SKIPPED = 20  # skipped images named in the table (the JSON names all)
+
+
+class ModelLoadError(ValueError):
+    """The model file could not be loaded; the message says which file and why."""
 
 
 class RawModel(Protocol):
@@ -120,16 +134,54 @@ class TorchModel:
 
 
 def load_model(path: Path, imgsz: int | None = None, threads: int | None = None) -> RawModel:
-    """An ONNX model through the edge's onnx backend, or a .pt through torch."""
-    if path.suffix == ".onnx":
+    """An ONNX model through the edge's onnx backend, or a .pt through torch; any failure to
+    load is a ``ModelLoadError`` naming the file."""
+    suffix = path.suffix.lower()
+    if suffix not in (".onnx", ".pt"):
+        raise ModelLoadError(f"unsupported model file {path} (expected .onnx or .pt)")
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    if suffix == ".onnx":
         if imgsz is not None:
             log.warning("--imgsz is ignored for ONNX models: the input size is fixed in the file")
         from edge.detect.onnx import OnnxDetector, OnnxDetectorConfig
 
-        return OnnxDetector(OnnxDetectorConfig(model=path, threads=threads))
-    if path.suffix == ".pt":
+        try:
+            return OnnxDetector(OnnxDetectorConfig(model=path, threads=threads))
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: the model did not load: {_one_line(exc)}") from exc
+    try:
         return TorchModel(path, imgsz)
-    raise ValueError(f"unsupported model file {path} (expected .onnx or .pt)")
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"{path}: a .pt needs torch and ultralytics ({exc}); evaluate the exported .onnx "
+            "with the edge's dependencies"
+        ) from exc
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: the checkpoint did not load: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def read_image(path: Path) -> tuple[NDArray[np.uint8] | None, str]:
+    """The image as BGR (decoded as ultralytics' ``imread`` does), or None and why not."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        return None, f"cannot read the file: {exc.strerror or exc}"
+    if not data.size:
+        return None, "empty file"
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if decoded is None:
+        return None, "not a decodable image"
+    frame = np.asarray(decoded, dtype=np.uint8)
+    h, w = frame.shape[:2]
+    if h < MIN_IMAGE_SIDE or w < MIN_IMAGE_SIDE:
+        return None, f"image size {(h, w)} <{MIN_IMAGE_SIDE} pixels"
+    return frame, ""
 
 
 class ClassReport(BaseModel):
@@ -145,6 +197,16 @@ class ClassReport(BaseModel):
     threshold: float | None = Field(description="Operating confidence threshold used.")
     tp: int
     fp: int
+    data_name: str = Field(description="The class's name in the data's yaml.")
+
+
+class SkippedImage(BaseModel):
+    """An image left out of the figures, as ultralytics leaves it out, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    reason: str
 
 
 class EvaluationReport(BaseModel):
@@ -156,8 +218,9 @@ class EvaluationReport(BaseModel):
     model_version: str
     data: str
     split: str
-    images: int
+    images: int = Field(description="Images evaluated (skipped ones not counted).")
     negative_images: int
+    skipped: list[SkippedImage] = Field(default_factory=list)
     input_size: tuple[int, int]
     classes: dict[str, ClassReport]
     map50: float | None
@@ -167,7 +230,9 @@ class EvaluationReport(BaseModel):
     confusion_matrix: list[list[int]] = Field(description="Rows predicted, columns true.")
 
     def summary(self) -> dict[str, object]:
-        """The JSON record: model, images, per-class figures, FP per negative image, and more."""
+        """The JSON record the CLI prints: model, images, per-class AP50 / AP50-95 /
+        precision / recall / support, FP per negative image, and everything else under
+        ``details``."""
         return {
             "model": self.model,
             "images": self.images,
@@ -182,25 +247,43 @@ class EvaluationReport(BaseModel):
                 for name, c in self.classes.items()
             },
             "fp_per_negative_image": self.fp_per_negative_image,
-            "model_version": self.model_version,
-            "data": self.data,
-            "split": self.split,
-            "negative_images": self.negative_images,
-            "input_size": list(self.input_size),
-            "thresholds": {n: c.threshold for n, c in self.classes.items()},
-            "map50": self.map50,
-            "map50_95": self.map50_95,
-            "confusion_matrix": {
-                "labels": self.confusion_labels,
-                "rows_predicted": self.confusion_matrix,
+            "details": {
+                "model_version": self.model_version,
+                "data": self.data,
+                "split": self.split,
+                "negative_images": self.negative_images,
+                "skipped_images": len(self.skipped),
+                "skipped": [s.model_dump() for s in self.skipped],
+                "input_size": list(self.input_size),
+                "thresholds": {n: c.threshold for n, c in self.classes.items()},
+                "data_names": {n: c.data_name for n, c in self.classes.items()},
+                "operating_point": {n: {"tp": c.tp, "fp": c.fp} for n, c in self.classes.items()},
+                "map50": self.map50,
+                "map50_95": self.map50_95,
+                "confusion_matrix": {
+                    "labels": self.confusion_labels,
+                    "rows_predicted": self.confusion_matrix,
+                },
             },
         }
 
 
 def class_mapping(model_classes: tuple[str, ...], data_names: tuple[str, ...]) -> NDArray[np.int64]:
-    """For each model class id, the data class id with the same name, or -1."""
-    index = {n: i for i, n in enumerate(data_names)}
-    return np.array([index.get(c, -1) for c in model_classes], dtype=np.int64)
+    """For each model class id, the data class id with the same name (ignoring case and
+    ``-``/``_``/space), or -1; a ``YoloDataError`` where two data names match one class."""
+    index: dict[str, list[int]] = {}
+    for i, n in enumerate(data_names):
+        index.setdefault(class_key(n), []).append(i)
+    out = []
+    for c in model_classes:
+        ids = index.get(class_key(c), [])
+        if len(ids) > 1:
+            raise YoloDataError(
+                f"the data names {[data_names[i] for i in ids]} all match the model's class "
+                f"{c!r} (names are compared ignoring case, '-', '_' and spaces)"
+            )
+        out.append(ids[0] if ids else -1)
+    return np.array(out, dtype=np.int64)
 
 
 def evaluate(
@@ -211,11 +294,17 @@ def evaluate(
     model_name: str = "",
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationReport:
-    """Run ``model`` over one split of ``data`` and compute the report (see module doc)."""
+    """Run ``model`` over one split of ``data`` and compute the report (see module doc).
+
+    ``progress(done, total)`` is called before each image and once at the end.
+    """
     mapping = class_mapping(model.classes, data.names)
     if (mapping < 0).all():
-        raise ValueError(f"no class of the model {model.classes} is named in the data {data.names}")
-    missing = [n for n in data.names if n not in model.classes]
+        raise YoloDataError(
+            f"the data's class names {list(data.names)} share none with the model's "
+            f"{list(model.classes)} (names are compared ignoring case, '-', '_' and spaces)"
+        )
+    missing = [n for i, n in enumerate(data.names) if i not in mapping]
     if missing:
         log.warning("the model has no class named %s; their AP will be 0", missing)
     nc = len(data.names)
@@ -230,13 +319,20 @@ def evaluate(
     images = data.images(split)
     negatives = 0
     negative_fp = 0
+    skipped: list[SkippedImage] = []
     for n, path in enumerate(images):
-        read = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if read is None:
-            raise ValueError(f"cannot read image {path}")
-        frame = np.asarray(read, dtype=np.uint8)
+        if progress is not None:
+            progress(n, len(images))
+        frame, why = read_image(path)
+        if frame is None:
+            _skip(skipped, path, why)
+            continue
         hw = (frame.shape[0], frame.shape[1])
-        gt_cls, gt_box = data.labels(path, split, hw)
+        try:
+            gt_cls, gt_box = data.labels(path, split, hw)
+        except CorruptLabelError as exc:
+            _skip(skipped, path, str(exc))
+            continue
         raw = model.raw_output(frame)
         det = decode_frame(
             raw,
@@ -265,45 +361,57 @@ def evaluate(
         if not len(gt_cls):
             negatives += 1
             negative_fp += len(op_cls)
-        if progress is not None:
-            progress(n + 1, len(images))
+    if progress is not None:
+        progress(len(images), len(images))
+    if len(skipped) == len(images):
+        raise YoloDataError(
+            f"none of the {len(images)} images of split '{split}' could be used; "
+            f"the first: {skipped[0].path}: {skipped[0].reason}"
+        )
     tp = np.concatenate(stats_tp) if stats_tp else np.zeros((0, 10), dtype=bool)
     conf = np.concatenate(stats_conf) if stats_conf else np.zeros(0)
     pcls = np.concatenate(stats_cls) if stats_cls else np.zeros(0, dtype=np.int64)
     tcls = np.concatenate(target_cls) if target_cls else np.zeros(0, dtype=np.int64)
     present, ap = ap_per_class(tp, conf, pcls, tcls)
     support = np.bincount(tcls, minlength=nc)
-    model_index = {c: i for i, c in enumerate(model.classes)}
     classes: dict[str, ClassReport] = {}
-    for ci, name in enumerate(data.names):
+    for ci, data_name in enumerate(data.names):
         row = np.flatnonzero(present == ci)
         point = OperatingPoint(tp=int(op_tp[ci]), fp=int(op_fp[ci]), support=int(support[ci]))
-        mi = model_index.get(name)
-        classes[name] = ClassReport(
+        matched = np.flatnonzero(mapping == ci)
+        mi = int(matched[0]) if matched.size else None
+        classes[data_name if mi is None else model.classes[mi]] = ClassReport(
             ap50=float(ap[row[0], 0]) if row.size else None,
             ap50_95=float(ap[row[0]].mean()) if row.size else None,
             precision=point.precision,
             recall=point.recall,
             support=point.support,
-            threshold=float(thr[mi]) if mi is not None else None,
+            threshold=round(float(thr[mi]), 4) if mi is not None else None,
             tp=point.tp,
             fp=point.fp,
+            data_name=data_name,
         )
     return EvaluationReport(
         model=model_name or model.model_version,
         model_version=model.model_version,
         data=str(data.root),
         split=split,
-        images=len(images),
+        images=len(images) - len(skipped),
         negative_images=negatives,
+        skipped=skipped,
         input_size=model.input_size,
         classes=classes,
         map50=float(ap[:, 0].mean()) if len(present) else None,
         map50_95=float(ap.mean()) if len(present) else None,
         fp_per_negative_image=negative_fp / negatives if negatives else None,
-        confusion_labels=[*data.names, "background"],
+        confusion_labels=[*classes, "background"],
         confusion_matrix=confusion.tolist(),
     )
+
+
+def _skip(skipped: list[SkippedImage], path: Path, reason: str) -> None:
+    log.warning("skipped %s: %s", path, reason)
+    skipped.append(SkippedImage(path=str(path), reason=reason))
 
 
 def _to_data_classes(det: NDArray[np.float32], mapping: NDArray[np.int64]) -> NDArray[np.float32]:
@@ -327,6 +435,16 @@ def evaluate_path(
     return evaluate(model, load_yolo_folder(data_path), split, model_name=str(model_path))
 
 
+def _skipped_lines(skipped: list[SkippedImage]) -> list[str]:
+    if not skipped:
+        return []
+    lines = [f"{len(skipped)} images skipped (as ultralytics skips them), not counted above:"]
+    lines += [f"  {s.path}: {s.reason}" for s in skipped[:SHOWN_SKIPPED]]
+    if len(skipped) > SHOWN_SKIPPED:
+        lines.append(f"  ... and {len(skipped) - SHOWN_SKIPPED} more (all in --json details)")
+    return lines
+
+
 def render_report(report: EvaluationReport) -> str:
     """A human-readable table of a report."""
     lines = [
@@ -334,6 +452,7 @@ def render_report(report: EvaluationReport) -> str:
         f"{report.input_size[1]}",
         f"data {report.data} split {report.split}: {report.images} images, "
         f"{report.negative_images} without objects",
+        *_skipped_lines(report.skipped),
         "",
         f"{'class':<18}{'thr':>6}{'P':>8}{'R':>8}{'AP50':>8}{'AP50-95':>9}{'support':>9}",
     ]
