@@ -14,14 +14,30 @@ app = typer.Typer(
 )
 
 
+PortOption = Annotated[
+    int | None, typer.Option(min=1, max=65535, help="listener port (default: the site's)")
+]
+
+
 def _server(site: Path, state: Path, port: int | None, bind: str) -> object:
+    """The Mosquitto server for a site, its files written to ``state``; a bad site file ends
+    the command with status 2, a state folder it cannot write with status 1."""
     from broker.mosquitto import BrokerOptions, MosquittoServer, site_accounts
     from config.site import load_site
 
-    s = load_site(site)
-    return MosquittoServer(
-        state, site_accounts(s), BrokerOptions(port=port or s.broker.port, bind=bind)
-    )
+    try:
+        s = load_site(site)
+        accounts = site_accounts(s)
+    except ValueError as exc:  # a ConfigError, or device ids that clash with service accounts
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    try:
+        return MosquittoServer(
+            state, accounts, BrokerOptions(port=port or s.broker.port, bind=bind)
+        )
+    except OSError as exc:
+        typer.echo(f"cannot write the broker's files in {state}: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command("config")
@@ -30,17 +46,11 @@ def config(
     state: Annotated[
         Path, typer.Option(help="folder for mosquitto.conf, passwd, acl, data")
     ] = Path("state/broker"),
-    port: Annotated[int | None, typer.Option(help="listener port (default: the site's)")] = None,
+    port: PortOption = None,
     bind: Annotated[str, typer.Option(help="listener address")] = "127.0.0.1",
 ) -> None:
     """Write mosquitto.conf, the password file and the ACL for a site, and print the conf path."""
-    from config.loader import ConfigError
-
-    try:
-        server = _server(site, state, port, bind)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from exc
+    server = _server(site, state, port, bind)
     typer.echo(str(server.conf))  # type: ignore[attr-defined]
 
 
@@ -50,22 +60,27 @@ def run(
     state: Annotated[Path, typer.Option(help="state folder (config, persistence, log)")] = Path(
         "state/broker"
     ),
-    port: Annotated[int | None, typer.Option(help="listener port (default: the site's)")] = None,
+    port: PortOption = None,
     bind: Annotated[str, typer.Option(help="listener address")] = "127.0.0.1",
 ) -> None:
-    """Run a local Mosquitto for the site until Ctrl-C."""
+    """Run a local Mosquitto for the site until Ctrl-C. A bad site file or option ends it at
+    once with exit status 2; a Mosquitto that does not start (missing, a port in use, an
+    address it cannot listen on) with status 1 and Mosquitto's own words."""
     from broker.mosquitto import MosquittoServer
-    from config.loader import ConfigError
     from config.logs import setup_logging
 
-    setup_logging()
     try:
-        server = _server(site, state, port, bind)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
+        setup_logging()
+    except ValueError as exc:
+        typer.echo(f"GW_LOG_LEVEL: {exc} (expected DEBUG, INFO, WARNING or ERROR)", err=True)
         raise typer.Exit(2) from exc
+    server = _server(site, state, port, bind)
     assert isinstance(server, MosquittoServer)
-    server.start()
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:
+        typer.echo(f"mosquitto did not start: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(f"mosquitto on {bind}:{server.port}, state in {server.state}")
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import types
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -70,6 +71,79 @@ def expand_env(value: Any, path: Path, where: str = "") -> Any:
     if isinstance(value, list):
         return [expand_env(v, path, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+def is_secret(annotation: Any) -> bool:
+    """Whether a field of this type holds a secret: ``SecretStr``, alone or optional."""
+    if annotation is SecretStr:
+        return True
+    return get_origin(annotation) in (Union, types.UnionType) and SecretStr in get_args(annotation)
+
+
+def is_placeholder(value: object) -> bool:
+    """Whether a YAML value is exactly one ``${NAME}`` placeholder, with no default."""
+    m = _PLACEHOLDER.fullmatch(value) if isinstance(value, str) else None
+    return m is not None and m.group(2) is None
+
+
+LITERAL_SECRET = (
+    "expected a ${NAME} placeholder (without a default) naming the environment variable "
+    "that holds the secret, not the secret itself"
+)
+
+
+def literal_secrets(model: type[BaseModel], data: Any, where: str = "") -> list[str]:
+    """The key paths of the secret fields (``is_secret``) of ``model`` whose value in
+    ``data``, the YAML as read (before placeholders are filled), is anything but one
+    ``${NAME}`` placeholder: a secret written into the file. Missing or null secrets are
+    not reported, nor parts of ``data`` without the model's shape (validation names those)."""
+    if not isinstance(data, dict):
+        return []
+    found: list[str] = []
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        if key not in data:
+            continue
+        path = f"{where}.{key}" if where else key
+        if is_secret(field.annotation):
+            if data[key] is not None and not is_placeholder(data[key]):
+                found.append(path)
+        else:
+            found += _literal_secrets_in(field.annotation, data[key], path)
+    return found
+
+
+def _literal_secrets_in(annotation: Any, value: Any, where: str) -> list[str]:
+    """``literal_secrets`` for a value of any field type: a model, or models inside optional,
+    tuple, list and dict types."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return literal_secrets(annotation, value, where)
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _literal_secrets_in(args[0], value, where)
+    if origin in (Union, types.UnionType):
+        return list(dict.fromkeys(p for a in args for p in _literal_secrets_in(a, value, where)))
+    if origin in (tuple, list) and isinstance(value, list) and args:
+        repeated = origin is list or (len(args) == 2 and args[1] is Ellipsis)
+        items = [args[0]] * len(value) if repeated else list(args)
+        return [
+            p
+            for i, (item, v) in enumerate(zip(items, value, strict=False))
+            for p in _literal_secrets_in(item, v, f"{where}[{i}]")
+        ]
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return [
+            p for k, v in value.items() for p in _literal_secrets_in(args[1], v, f"{where}.{k}")
+        ]
+    return []
+
+
+def refuse_literal_secrets(model: type[BaseModel], data: Any, path: Path) -> None:
+    """Raise a ConfigError naming every secret of ``model`` that ``data`` (the YAML as read
+    from ``path``) writes out instead of taking it from the environment."""
+    found = literal_secrets(model, data)
+    if found:
+        raise ConfigError(path, [f"{key}: {LITERAL_SECRET}" for key in found])
 
 
 def read_yaml(path: Path) -> Any:

@@ -18,7 +18,7 @@ from pydantic import (
 )
 from shapely.geometry import Polygon, shape
 
-from config.loader import ConfigError, expand_env, read_yaml, validate
+from config.loader import ConfigError, expand_env, read_yaml, refuse_literal_secrets, validate
 
 Identifier = Annotated[
     str,
@@ -385,11 +385,14 @@ def read_grids(path: Path) -> list[dict[str, Any]]:
 
 
 def load_site(path: Path | str) -> Site:
-    """Load and validate a site YAML file and the GeoJSON grid file it names."""
+    """Load and validate a site YAML file and the GeoJSON grid file it names. Secrets (the
+    passwords) must be ``${ENV}`` placeholders, filled from the environment: a value written
+    into the file is refused."""
     p = Path(path)
     data = read_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(p, ["(top level): expected a mapping of site settings"])
+    refuse_literal_secrets(Site, data, p)
     data = expand_env(data, p)
     grids_file = data.get("grids_file")
     if isinstance(grids_file, str) and not data.get("grids"):

@@ -1,13 +1,24 @@
-"""The dispatcher process: wires the bus, intake, ticket store, shippers and worker actions together."""
+"""The dispatcher process: wires the bus, intake, ticket store, shippers and worker actions together.
+
+Devices' status messages and command results arrive on the MQTT network thread, like events, and
+are queued the same way: one thread takes them in arrival order, stores each in a transaction of
+its own and only then acknowledges it. A malformed or refused one is dead-lettered (the intake's
+table and writer) and acknowledged; while the store cannot take writes, the message waits,
+unacknowledged, and is tried again.
+"""
 
 from __future__ import annotations
 
 import binascii
 import logging
+import queue
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from broker import topics
@@ -20,10 +31,16 @@ from dispatcher import metrics, tickets, verify
 from dispatcher.accounts import seed_users, worker_positions
 from dispatcher.evidence import BadImage, EvidenceStore
 from dispatcher.hard_negatives import keep_hard_negatives
-from dispatcher.intake import Intake
+from dispatcher.intake import (
+    BatchContext,
+    Intake,
+    StoreRefused,
+    internal_error,
+    store_unavailable,
+)
 from dispatcher.lifecycle import InvalidTransition, Status, Transition
 from dispatcher.push import PushHub, PushShipper
-from dispatcher.settings import DispatcherSettings
+from dispatcher.settings import PLACEHOLDER_SECRET, DispatcherSettings
 from dispatcher.store.db import make_engine, migrate
 from dispatcher.store.schema import (
     citizen_reports,
@@ -41,6 +58,9 @@ log = logging.getLogger(__name__)
 # Two heartbeats whose device time minus uptime agree this closely come from one agent run.
 SAME_RUN_TOLERANCE_S = 1.0
 
+# Records one device message; returns why it is refused (dead-lettered), or None once stored.
+DeviceRecorder = Callable[[Delivery], str | None]
+
 
 def heartbeat_is_stale(status: DeviceStatus, newest: DeviceStatus | None) -> bool:
     """True for a heartbeat sent before ``newest``, the newest one already taken from the same
@@ -54,6 +74,17 @@ def heartbeat_is_stale(status: DeviceStatus, newest: DeviceStatus | None) -> boo
     newest_started = newest.ts.timestamp() - newest.uptime_s
     same_run = abs(started - newest_started) <= SAME_RUN_TOLERANCE_S
     return same_run and status.uptime_s < newest.uptime_s
+
+
+def refuse_sender(topic: str, device_id: str) -> str | None:
+    """Why a device message on ``topic`` cannot be taken from ``device_id``, or None: a
+    device speaks only for itself, under its own topic (as the intake requires of events)."""
+    parsed = topics.parse_edge(topic)
+    if parsed is None:
+        return f"not an edge topic: {topic}"
+    if parsed.device_id != device_id:
+        return f"device_id {device_id!r} does not match topic device {parsed.device_id!r}"
+    return None
 
 
 class NotYours(PermissionError):
@@ -119,6 +150,9 @@ class Dispatcher:
             on_committed=self.committed,
             tick_s=s.timer_tick_s,
         )
+        self._device_inbox: queue.Queue[tuple[DeviceRecorder, Delivery]] = queue.Queue()
+        self._stopping = threading.Event()
+        self._device_thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, wait_s: float | None = 15) -> None:
@@ -127,6 +161,17 @@ class Dispatcher:
         self.bus.subscribe(topics.shared(topics.all_edge("cmd/result"), group), self._on_result)
         self.bus.subscribe(topics.all_edge("status"), self._on_status)
         self.bus.subscribe(f"{topics.ROOT}/worker/+/tickets", self.hub.deliver)
+        if self.settings.placeholder_secret:
+            log.warning(
+                "GW_SECRET_KEY is not set (or is the placeholder %r): anyone can sign tokens "
+                "for this dispatcher; set a real secret (refused outside development)",
+                PLACEHOLDER_SECRET,
+            )
+        self._stopping.clear()
+        self._device_thread = threading.Thread(
+            target=self._take_device_messages, name="device-messages", daemon=True
+        )
+        self._device_thread.start()
         self.intake.start()
         self.pushes.start()
         self.metrics.start()
@@ -137,6 +182,9 @@ class Dispatcher:
     def stop(self) -> None:
         self.timers.stop()
         self.intake.stop()
+        self._stopping.set()
+        if self._device_thread is not None:
+            self._device_thread.join(10)
         self.bus.stop()
         self.pushes.stop()
         self.metrics.stop()
@@ -198,11 +246,16 @@ class Dispatcher:
         return row
 
     def resolve(
-        self, ticket_id: int, *, worker_id: str, photo: bytes | None, note: str | None
+        self, ticket_id: int, *, worker_id: str, photo: bytes, note: str | None
     ) -> RowMapping:
-        """The worker says it is fixed; store the after-photo and ask the cameras to check."""
+        """The worker says it is fixed; store the after-photo and ask the cameras to check.
+
+        The photo is required: it is the worker's evidence, and what a category closes on when
+        no camera answers. Raises BadImage when it is missing or not an acceptable image."""
+        if not photo:
+            raise BadImage("an after-photo is required to resolve a ticket")
         at = self.clock.now()
-        stored = self.evidence.save(photo, "after_photo", at) if photo else None
+        stored = self.evidence.save(photo, "after_photo", at)
         with self.engine.begin() as conn:
             self._own(tickets.load(conn, ticket_id), worker_id)
             row = tickets.apply(
@@ -213,17 +266,16 @@ class Dispatcher:
                 actor=f"worker:{worker_id}",
                 reason=note,
             )
-            if stored is not None:
-                conn.execute(
-                    insert(evidence).values(
-                        kind="after_photo",
-                        path=stored.path,
-                        sha256=stored.sha256,
-                        bytes=stored.size,
-                        ticket_id=ticket_id,
-                        created_at=at,
-                    )
+            conn.execute(
+                insert(evidence).values(
+                    kind="after_photo",
+                    path=stored.path,
+                    sha256=stored.sha256,
+                    bytes=stored.size,
+                    ticket_id=ticket_id,
+                    created_at=at,
                 )
+            )
             commands = verify.ask_cameras(conn, self.site, row, at)
         for cmd in commands:
             self.bus.publish(topics.command(cmd.device_id), cmd)
@@ -313,79 +365,188 @@ class Dispatcher:
         if judgement is not None:
             self.committed()
 
+    # -- device messages (status, command results) ----------------------------------------
     def _on_result(self, d: Delivery) -> None:
+        """Called on the network thread: queue and return at once."""
+        self._device_inbox.put((self._record_result, d))
+
+    def _on_status(self, d: Delivery) -> None:
+        """Called on the network thread: queue and return at once."""
+        self._device_inbox.put((self._record_status, d))
+
+    def device_backlog(self) -> int:
+        """Device messages (status, command results) received and waiting to be stored."""
+        return self._device_inbox.qsize()
+
+    def _take_device_messages(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                record, d = self._device_inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._record_with_retry(record, d)
+            except Exception:
+                # Not the store, not the message (those are retried or dead-lettered): a fault
+                # here. The message stays unacknowledged: the broker delivers it again on the next
+                # connection.
+                log.exception("message on %s could not be recorded", d.topic)
+
+    def _record_with_retry(self, record: DeviceRecorder, d: Delivery) -> None:
+        """Record one device message and acknowledge it once it is stored or dead-lettered.
+        While the store cannot take writes it stays unacknowledged and is tried again (until
+        the dispatcher stops: the broker then delivers it again)."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._record_once(record, d)
+            except Exception as exc:
+                if not store_unavailable(exc):
+                    raise
+                log.error(
+                    "ticket store unavailable; message on %s retried in %.1fs: %s",
+                    d.topic,
+                    delay,
+                    exc,
+                    extra={"topic": d.topic},
+                )
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 30)
+            else:
+                d.ack()
+                return
+
+    def _record_once(self, record: DeviceRecorder, d: Delivery) -> None:
+        """Record, or dead-letter, one message. Raises only when the store cannot take writes
+        (``store_unavailable``)."""
+        try:
+            reason = record(d)
+        except Exception as exc:
+            if store_unavailable(exc):
+                raise
+            log.exception("message on %s failed; dead-lettered", d.topic)
+            reason = internal_error(exc)
+        if reason is None:
+            return
+        try:
+            with self.engine.begin() as conn:
+                self._dead_letter(conn, d, reason)
+        except Exception as exc:
+            if store_unavailable(exc):
+                raise
+            raise StoreRefused(f"cannot dead-letter a message from {d.topic}: {exc!r}") from exc
+
+    def _dead_letter(self, conn: Connection, d: Delivery, reason: str) -> None:
+        """The intake's dead-letter writer, for device messages."""
+        self.intake._dead_letter(conn, d, reason, self.clock.now(), BatchContext(conn))
+
+    def _record_result(self, d: Delivery) -> str | None:
+        """A device's command result: a verify answer is recorded on the verification it
+        answers (found by its command id; the ticket is that verification's, whatever the
+        device says) and the ticket is settled. Returns why it is refused, or None."""
         try:
             result = CommandResult.from_json(d.payload)
         except MessageError as exc:
-            log.warning("bad command result on %s: %s", d.topic, exc, extra={"topic": d.topic})
-            d.ack()
-            return
-        outcome = verify.result_outcome(result)
-        parsed = topics.parse_edge(d.topic)
-        if parsed is None or parsed.device_id != result.device_id:
-            log.warning(
-                "result for %s on topic %s ignored",
-                result.device_id,
-                d.topic,
-                extra={"topic": d.topic},
-            )
-            outcome = None
-        if outcome is None:
-            d.ack()
-            return
+            return exc.reason
+        refused = refuse_sender(d.topic, result.device_id)
+        if refused is not None:
+            return refused
+        if result.action != "verify":
+            log.debug("%s result from %s not needed", result.action, result.device_id)
+            return None
         now = self.clock.now()
-        evidence_id = None
-        stored = None
-        if result.snapshot is not None:
-            try:
-                stored = self.evidence.save(result.snapshot.jpeg(), "verify", now)
-            except (BadImage, binascii.Error) as exc:
-                log.warning(
-                    "verify snapshot from %s unusable (%s); outcome kept without it",
-                    result.device_id,
-                    exc,
-                    extra={"device_id": result.device_id},
-                )
         with self.engine.begin() as conn:
-            if stored is not None:
-                evidence_id = conn.execute(
-                    insert(evidence)
-                    .values(
-                        kind="verify",
-                        path=stored.path,
-                        sha256=stored.sha256,
-                        bytes=stored.size,
-                        ticket_id=int(result.ticket_id) if result.ticket_id else None,
-                        created_at=now,
-                    )
-                    .returning(evidence.c.id)
-                ).scalar_one()
-            done = conn.execute(
-                update(verifications)
-                .where(
-                    verifications.c.command_id == str(result.command_id),
-                    verifications.c.device_id == result.device_id,
-                    verifications.c.answered_at.is_(None),
+            asked = (
+                conn.execute(
+                    select(verifications)
+                    .where(verifications.c.command_id == str(result.command_id))
+                    .with_for_update()
                 )
-                .values(answered_at=now, outcome=outcome, evidence_id=evidence_id)
-                .returning(verifications.c.ticket_id)
-            ).scalar()
-        d.ack()
-        if done is not None:
-            self.settle(int(done))
+                .mappings()
+                .first()
+            )
+            if asked is None:
+                return f"unknown command {result.command_id}: no verification was asked with it"
+            if asked["device_id"] != result.device_id:
+                return (
+                    f"command {result.command_id} was sent to {asked['device_id']!r}, "
+                    f"not to {result.device_id!r}"
+                )
+            ticket_id = int(asked["ticket_id"])
+            if result.ticket_id is not None and result.ticket_id != str(ticket_id):
+                log.warning(
+                    "verify result from %s names ticket %r; the command was for ticket %s",
+                    result.device_id,
+                    result.ticket_id,
+                    ticket_id,
+                    extra={"device_id": result.device_id, "ticket_id": ticket_id},
+                )
+            outcome = verify.result_outcome(result)
+            if outcome is None:
+                log.info(
+                    "camera %s could not verify ticket %s: %s",
+                    result.camera_id,
+                    ticket_id,
+                    result.detail,
+                    extra={"device_id": result.device_id, "ticket_id": ticket_id},
+                )
+                return None
+            if asked["answered_at"] is None:  # else: delivered again; settle it all the same
+                conn.execute(
+                    update(verifications)
+                    .where(verifications.c.command_id == asked["command_id"])
+                    .values(
+                        answered_at=now,
+                        outcome=outcome,
+                        evidence_id=self._verify_snapshot(conn, result, ticket_id, now),
+                    )
+                )
+            judgement = verify.settle(conn, self.site, ticket_id, now)
+        if judgement is not None:
+            self.committed()
+        return None
 
-    def _on_status(self, d: Delivery) -> None:
+    def _verify_snapshot(
+        self, conn: Connection, result: CommandResult, ticket_id: int, now: datetime
+    ) -> int | None:
+        """Store a verify result's snapshot as the ticket's evidence; its id, or None (no
+        snapshot, or an unusable one: the outcome is kept without it)."""
+        if result.snapshot is None:
+            return None
+        try:
+            stored = self.evidence.save(result.snapshot.jpeg(), "verify", now)
+        except (BadImage, binascii.Error) as exc:
+            log.warning(
+                "verify snapshot from %s unusable (%s); outcome kept without it",
+                result.device_id,
+                exc,
+                extra={"device_id": result.device_id},
+            )
+            return None
+        evidence_id: int = conn.execute(
+            insert(evidence)
+            .values(
+                kind="verify",
+                path=stored.path,
+                sha256=stored.sha256,
+                bytes=stored.size,
+                ticket_id=ticket_id,
+                created_at=now,
+            )
+            .returning(evidence.c.id)
+        ).scalar_one()
+        return evidence_id
+
+    def _record_status(self, d: Delivery) -> str | None:
+        """A device's heartbeat or last will: the device's row. Returns why it is refused, or
+        None."""
         try:
             status = DeviceStatus.from_json(d.payload)
         except MessageError as exc:
-            log.warning("bad status on %s: %s", d.topic, exc, extra={"topic": d.topic})
-            d.ack()
-            return
-        parsed = topics.parse_edge(d.topic)
-        if parsed is None or parsed.device_id != status.device_id:
-            log.warning("status for %s on topic %s ignored", status.device_id, d.topic)
-            d.ack()
-            return
+            return exc.reason
+        refused = refuse_sender(d.topic, status.device_id)
+        if refused is not None:
+            return refused
         if status.online:
             newest = self.newest_heartbeats.get(status.device_id)
             if newest is not None and heartbeat_is_stale(status, newest):
@@ -395,8 +556,7 @@ class Dispatcher:
                     newest.uptime_s - status.uptime_s,
                     extra={"device_id": status.device_id},
                 )
-                d.ack()
-                return
+                return None
             self.newest_heartbeats[status.device_id] = status
         body: dict[str, Any] = status.model_dump(mode="json", by_alias=True)
         values: dict[str, Any] = {"online": status.online, "last_seen": status.ts, "status": body}
@@ -411,7 +571,7 @@ class Dispatcher:
             ).rowcount
             if not done:
                 tickets.insert_ignore(conn, devices, {"device_id": status.device_id, **values})
-        d.ack()
+        return None
 
     # -- citizen reports (Open311) -------------------------------------------------------
     def report_citizen(

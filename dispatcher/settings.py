@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
+from config.loader import is_secret
 from dispatcher.evidence import MAX_IMAGE_BYTES
 
 PLACEHOLDER_SECRET = "change-me"
@@ -73,15 +76,58 @@ class DispatcherSettings(BaseSettings):
         description="when set, Open311 POST requests must carry this api_key",
     )
 
+    @field_validator("db_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            make_url(v).get_dialect()
+        except (ArgumentError, ValueError) as exc:
+            raise ValueError(
+                f"{exc}; expected an SQLAlchemy database URL such as "
+                "postgresql+psycopg://user:password@host:5432/gridwatch or "
+                "sqlite:////var/lib/gridwatch/dispatcher.db"
+            ) from exc
+        return v
+
     @model_validator(mode="after")
     def _no_placeholder_in_production(self) -> DispatcherSettings:
-        if self.environment != "development" and self.secret_key.get_secret_value() in (
-            PLACEHOLDER_SECRET,
-            "",
-        ):
-            raise ValueError("GW_SECRET_KEY must be set to a real secret outside development")
+        if self.environment != "development" and self.placeholder_secret:
+            raise ValueError(
+                f"GW_SECRET_KEY must be set to a real secret outside development "
+                f"(GW_ENVIRONMENT is {self.environment!r})"
+            )
         return self
+
+    @property
+    def placeholder_secret(self) -> bool:
+        """Whether tokens are signed with the placeholder (or an empty) key: allowed only in
+        development, and warned about there."""
+        return self.secret_key.get_secret_value() in (PLACEHOLDER_SECRET, "")
 
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{(self.state_dir / 'dispatcher.db').resolve()}"
+
+
+# Settings whose value may hold a password without being a secret type: never shown either.
+UNSHOWN_SETTINGS = frozenset({"db_url"})
+
+
+def describe_settings_error(err: ValidationError) -> list[str]:
+    """One line per problem: the setting's environment variable (``GW_*``, also read by the
+    options of ``gridwatch dispatcher run``), what was expected, and what was given (never a
+    secret's value)."""
+    problems = []
+    for e in err.errors(include_url=False):
+        msg = e["msg"].removeprefix("Value error, ")
+        if not e["loc"]:  # a rule across settings: its message names them
+            problems.append(msg)
+            continue
+        name = str(e["loc"][0])
+        field = DispatcherSettings.model_fields.get(name)
+        hidden = name in UNSHOWN_SETTINGS or (field is not None and is_secret(field.annotation))
+        given = "" if hidden else f" (got {str(e.get('input'))[:80]!r})"
+        problems.append(f"GW_{name.upper()}: {msg}{given}")
+    return problems

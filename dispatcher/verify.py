@@ -15,7 +15,7 @@ from broker.messages import Command, CommandResult
 from config.site import Category, Site
 from dispatcher import tickets as ticket_ops
 from dispatcher.lifecycle import Status, Transition
-from dispatcher.store.schema import incident_tracks, incidents, verifications
+from dispatcher.store.schema import evidence, incident_tracks, incidents, verifications
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def judge(
     asked: Iterable[str],
     resolved_at: datetime,
     now: datetime,
+    photo: bool,
     timeout_s: float | None = None,
 ) -> Judgement:
     """Decide a resolved ticket's fate from the cameras' answers so far.
@@ -42,7 +43,8 @@ def judge(
     Any camera that still sees the problem reopens it; all asked cameras clear closes it; while
     answers are missing we wait until the timeout (the category's, unless the ticket carries
     its own), then apply its policy (close on the worker's photo, or send it to the
-    supervisor for review).
+    supervisor for review). ``photo`` says whether this resolution carries the worker's
+    after-photo: without one, nothing closes on it, and the supervisor reviews instead.
     """
     timeout = category.verify_timeout_seconds if timeout_s is None else timeout_s
     asked = list(asked)
@@ -54,7 +56,7 @@ def judge(
     if asked and now < resolved_at + timedelta(seconds=timeout):
         return Judgement("wait", "waiting for the camera")
     why = "no camera answered in time" if asked else "no camera covers it"
-    if category.on_no_verification == "accept_with_photo":
+    if photo and category.on_no_verification == "accept_with_photo":
         return Judgement("close", f"{why}; accepted on the worker's photo")
     return Judgement("review", f"{why}; needs the supervisor's review")
 
@@ -161,6 +163,21 @@ def answers(
     return [], {}
 
 
+def has_after_photo(conn: Connection, ticket: Mapping[Any, Any]) -> bool:
+    """Whether the worker's latest resolution came with an after-photo: one stored with it
+    (a reopened ticket's earlier photo shows the earlier fix, not this one)."""
+    found = conn.execute(
+        select(evidence.c.id)
+        .where(
+            evidence.c.ticket_id == ticket["id"],
+            evidence.c.kind == "after_photo",
+            evidence.c.created_at >= ticket["resolved_at"],
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
 def settle(conn: Connection, site: Site, ticket_id: int, now: datetime) -> Judgement | None:
     """Apply the verification judgement to a resolved ticket if one can be made at ``now``:
     close it, reopen it to the same worker, or (once) ask the supervisor to review it.
@@ -176,6 +193,7 @@ def settle(conn: Connection, site: Site, ticket_id: int, now: datetime) -> Judge
         asked=asked,
         resolved_at=row["resolved_at"],
         now=now,
+        photo=has_after_photo(conn, row),
         timeout_s=row["verify_timeout_s"],
     )
     transition = transition_for(judgement.verdict)

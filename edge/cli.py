@@ -28,20 +28,32 @@ def run(
     """Run the agent until Ctrl-C or SIGTERM (with --dry-run: until every source has ended).
 
     The YAML can be re-read without a restart by the ``reload`` command; the dispatcher's
-    retained ``config`` topic is applied live.
+    retained ``config`` topic is applied live. A bad file or option ends it at once with exit
+    status 2 and a message that names it; an outbox that cannot be opened, with status 1.
     """
+    import sqlite3
+
     from config.loader import ConfigError
     from config.logs import setup_logging
     from edge.agent import EdgeAgent
     from edge.settings import load_edge_settings
 
-    setup_logging(log_level)
+    try:
+        setup_logging(log_level)
+    except ValueError as exc:
+        typer.echo(f"--log-level: {exc} (expected DEBUG, INFO, WARNING or ERROR)", err=True)
+        raise typer.Exit(2) from None
     try:
         loaded = load_edge_settings(config)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    agent = EdgeAgent(loaded, dry_run=dry_run)
+    try:
+        agent = EdgeAgent(loaded, dry_run=dry_run)
+    except (OSError, sqlite3.Error) as exc:
+        # The outbox (``outbox.path`` in the file) cannot be created or is not an outbox.
+        typer.echo(f"edge agent did not start: {config}: {exc}", err=True)
+        raise typer.Exit(1) from None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -1,9 +1,11 @@
-"""The site loader: the sample loads; a bad file gets an error naming file, key and expectation."""
+"""The site loader: the sample loads; a bad file gets an error naming file, key and expectation;
+a secret written into the file instead of a ${ENV} placeholder is refused."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -103,3 +105,62 @@ def test_bad_grid_file_is_named(tmp_path: Path, site: Site) -> None:
         load_site(path)
     assert "grids.geojson" in str(err.value)
     assert "features[0].geometry: expected a valid Polygon, got Point" in str(err.value)
+
+
+LITERAL = "hunter2-written-into-the-file"
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda d: d["devices"][1].update(password=LITERAL), "devices[1].password"),
+        (lambda d: d["workers"][0].update(password=LITERAL), "workers[0].password"),
+        (lambda d: d["supervisors"][1].update(password=LITERAL), "supervisors[1].password"),
+        (
+            lambda d: d["broker"].update(dispatcher_password=LITERAL),
+            "broker.dispatcher_password",
+        ),
+        (  # a default is a secret in the file all the same
+            lambda d: d["devices"][0].update(password="${GW_MQTT_EDGE_01:-" + LITERAL + "}"),
+            "devices[0].password",
+        ),
+        (lambda d: d["workers"][2].update(password=12345678), "workers[2].password"),
+        (  # a placeholder with more around it
+            lambda d: d["workers"][3].update(password="x${GW_PW_W04}"),
+            "workers[3].password",
+        ),
+    ],
+)
+def test_a_secret_written_into_the_file_is_refused(
+    tmp_path: Path, site: Site, edit: object, key: str
+) -> None:
+    path = copy_sample(tmp_path, edit)
+    with pytest.raises(ConfigError) as err:
+        load_site(path)
+    message = str(err.value)
+    assert f"invalid configuration in {path}" in message
+    assert f"{key}: expected a ${{NAME}} placeholder" in message
+    assert "naming the environment variable that holds the secret" in message
+    assert LITERAL not in message and "12345678" not in message  # never echoed
+    assert len(err.value.problems) == 1
+
+
+def test_every_literal_secret_is_named_at_once(tmp_path: Path, site: Site) -> None:
+    def edit(d: dict[str, Any]) -> None:
+        for device in d["devices"]:
+            device["password"] = LITERAL
+
+    with pytest.raises(ConfigError) as err:
+        load_site(copy_sample(tmp_path, edit))
+    assert [p.split(":")[0] for p in err.value.problems] == [
+        f"devices[{i}].password" for i in range(7)
+    ]
+
+
+def test_an_absent_or_null_optional_secret_is_fine(tmp_path: Path, site: Site) -> None:
+    def edit(d: dict[str, Any]) -> None:
+        del d["workers"][0]["password"]
+        d["supervisors"][0]["password"] = None
+
+    loaded = load_site(copy_sample(tmp_path, edit))
+    assert loaded.workers[0].password is None and loaded.supervisors[0].password is None

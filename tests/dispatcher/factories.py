@@ -25,8 +25,9 @@ from dispatcher.grids import GridIndex
 from dispatcher.intake import Intake
 from dispatcher.lifecycle import Transition
 from dispatcher.store.db import make_engine, migrate, sqlite_url
-from dispatcher.store.schema import audit, incidents, tickets
+from dispatcher.store.schema import audit, evidence, incidents, tickets
 from dispatcher.timers import Timers
+from simulators.workers import after_photo
 
 
 def sqlite_store(folder: Path) -> Engine:
@@ -225,12 +226,25 @@ class Desk:
                 )
             )
 
-    def resolve(self, ticket_id: int) -> list[str]:
-        """The worker resolves: as the service does, the cameras are asked; their ids."""
+    def resolve(self, ticket_id: int, *, photo: bool = True) -> list[str]:
+        """The worker resolves: as the service does, the after-photo is kept (without
+        ``photo``: a ticket resolved with none, as the service once allowed) and the cameras
+        are asked; their ids."""
+        at = self.clock.now()
         with self.engine.begin() as conn:
-            row = ticket_ops.apply(
-                conn, ticket_id, Transition.RESOLVED, at=self.clock.now(), actor="test"
-            )
-            return [
-                str(c.camera_id) for c in verify.ask_cameras(conn, self.site, row, self.clock.now())
-            ]
+            row = ticket_ops.apply(conn, ticket_id, Transition.RESOLVED, at=at, actor="test")
+            if photo:
+                stored = self.intake.evidence_store.save(
+                    after_photo(ticket_id, 1), "after_photo", at
+                )
+                conn.execute(
+                    insert(evidence).values(
+                        kind="after_photo",
+                        path=stored.path,
+                        sha256=stored.sha256,
+                        bytes=stored.size,
+                        ticket_id=ticket_id,
+                        created_at=at,
+                    )
+                )
+            return [str(c.camera_id) for c in verify.ask_cameras(conn, self.site, row, at)]

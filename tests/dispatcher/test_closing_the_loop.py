@@ -1,9 +1,12 @@
 """The running dispatcher against a real Mosquitto: decline and reassign, closure verified by the
-camera (clear, still present, no answer), and a false alarm kept as a hard negative."""
+camera (clear, still present, no answer), a resolve without its after-photo refused, verify
+results that do not answer our own command dead-lettered, and a false alarm kept as a hard
+negative."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,14 +20,17 @@ from broker.client import BusClient, Delivery
 from broker.messages import Command, CommandResult, TicketPush
 from config.clock import ManualClock
 from config.site import Site
+from dispatcher.evidence import BadImage
 from dispatcher.lifecycle import Transition
 from dispatcher.service import Dispatcher
-from dispatcher.store.schema import audit, evidence, tickets
+from dispatcher.store.schema import audit, dead_letters, evidence, tickets, verifications
 from simulators.devices import synthetic_snapshot
+from simulators.workers import after_photo
 from tests.conftest import wait_until
 from tests.dispatcher.factories import camera_event, offset
 
 MORNING = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 17:00 in Shanghai: the day shift
+PHOTO = after_photo(1, 1)
 
 
 @dataclass
@@ -148,7 +154,7 @@ def test_camera_clear_closes_the_ticket(
     t = open_ticket(d, camera, site)
     tid = int(t["id"])  # type: ignore[call-overload]
     d.act(tid, Transition.ACCEPTED, worker_id="w01", actor="worker:w01")
-    d.resolve(tid, worker_id="w01", photo=None, note="done")
+    d.resolve(tid, worker_id="w01", photo=PHOTO, note="done")
     wait_until(lambda: status(d, tid) == "closed")
     [cmd] = camera.asked
     assert (cmd.action, cmd.camera_id, cmd.kind, cmd.ticket_id) == (
@@ -171,7 +177,7 @@ def test_still_present_reopens_to_the_same_worker_with_the_new_snapshot(
     t = open_ticket(d, camera, site)
     tid = int(t["id"])  # type: ignore[call-overload]
     d.act(tid, Transition.ACCEPTED, worker_id="w01", actor="worker:w01")
-    d.resolve(tid, worker_id="w01", photo=None, note="done")
+    d.resolve(tid, worker_id="w01", photo=PHOTO, note="done")
     wait_until(lambda: status(d, tid) == "assigned")
     row = next(r for r in rows(d) if r["id"] == tid)
     assert row["worker_id"] == "w01" and row["reopen_count"] == 1
@@ -186,7 +192,7 @@ def test_still_present_reopens_to_the_same_worker_with_the_new_snapshot(
     camera.answer = "clear"
     clock.advance(minutes=20)
     d.act(tid, Transition.ACCEPTED, worker_id="w01", actor="worker:w01")
-    d.resolve(tid, worker_id="w01", photo=None, note="done again")
+    d.resolve(tid, worker_id="w01", photo=PHOTO, note="done again")
     wait_until(lambda: status(d, tid) == "closed")
     assert len(camera.asked) == 2
 
@@ -201,7 +207,7 @@ def test_no_answer_falls_back_to_the_category_policy(
     for t in (pile, hole):
         tid = int(t["id"])  # type: ignore[call-overload]
         d.act(tid, Transition.ACCEPTED, worker_id="w01", actor="worker:w01")
-        d.resolve(tid, worker_id="w01", photo=None, note="done")
+        d.resolve(tid, worker_id="w01", photo=PHOTO, note="done")
     assert status(d, pile["id"]) == status(d, hole["id"]) == "resolved"
     clock.advance(seconds=120)
     d.timers.run_due()
@@ -245,3 +251,125 @@ def test_the_running_dispatcher_fires_a_timer_when_its_clock_passes_it(
     clock.advance(minutes=10)  # w01 never accepted: the next tick hands it on
     wait_until(lambda: next(r for r in rows(d) if r["id"] == t["id"])["worker_id"] != "w01")
     wait_until(lambda: ("w01", "unassigned") in [(p.worker_id, p.action) for p in pushes])
+
+
+def test_a_resolve_without_an_after_photo_is_refused(
+    rig: tuple[Dispatcher, Camera, list[TicketPush], ManualClock], site: Site
+) -> None:
+    d, camera, _, _ = rig
+    tid = int(open_ticket(d, camera, site)["id"])  # type: ignore[call-overload]
+    d.act(tid, Transition.ACCEPTED, worker_id="w01", actor="worker:w01")
+    with pytest.raises(BadImage, match="an after-photo is required"):
+        d.resolve(tid, worker_id="w01", photo=b"", note="done")
+    assert status(d, tid) == "accepted" and camera.asked == []
+
+
+def resolve_unanswered(d: Dispatcher, camera: Camera, ticket_id: int) -> Command:
+    """The worker resolves; the camera is asked and (for now) says nothing: the command."""
+    camera.answer = "silent"
+    before = len(camera.asked)
+    d.act(ticket_id, Transition.ACCEPTED, worker_id="w01", actor="worker:w01")
+    d.resolve(ticket_id, worker_id="w01", photo=PHOTO, note="done")
+    wait_until(lambda: len(camera.asked) > before)
+    [cmd] = camera.asked[before:]
+    assert cmd.ticket_id == str(ticket_id)
+    return cmd
+
+
+def answer(cmd: Command, **changes: object) -> CommandResult:
+    """The answer its camera would give to ``cmd``, with ``changes``."""
+    fields: dict[str, object] = {
+        "command_id": cmd.command_id,
+        "device_id": cmd.device_id,
+        "action": "verify",
+        "ts": cmd.issued_at,
+        "outcome": "clear",
+        "camera_id": cmd.camera_id,
+        "ticket_id": cmd.ticket_id,
+    }
+    return CommandResult.model_validate({**fields, **changes})
+
+
+def dead_letter_reasons(d: Dispatcher) -> list[str]:
+    with d.engine.connect() as conn:
+        return list(
+            conn.execute(select(dead_letters.c.reason).order_by(dead_letters.c.id)).scalars()
+        )
+
+
+def verify_evidence(d: Dispatcher) -> list[object]:
+    """The ticket of each stored verify snapshot."""
+    with d.engine.connect() as conn:
+        return list(
+            conn.execute(select(evidence.c.ticket_id).where(evidence.c.kind == "verify")).scalars()
+        )
+
+
+def test_a_verify_result_counts_for_the_ticket_its_command_asked_about(
+    rig: tuple[Dispatcher, Camera, list[TicketPush], ManualClock], site: Site
+) -> None:
+    """The device's ticket id is not trusted: a result attaches its image to the ticket of
+    the command it answers, and a ticket id that is not even a number loses no outcome."""
+    d, camera, _, clock = rig
+    asked = int(open_ticket(d, camera, site)["id"])  # type: ignore[call-overload]
+    other = int(open_ticket(d, camera, site, north_m=80)["id"])  # type: ignore[call-overload]
+    cmd = resolve_unanswered(d, camera, asked)
+    snapshot = synthetic_snapshot("garbage", (0.4, 0.5, 0.6, 0.8), 3)
+    camera.bus.publish(
+        topics.command_result("edge-01"),
+        answer(cmd, outcome="still_present", ticket_id=str(other), snapshot=snapshot),
+    )
+    wait_until(lambda: status(d, asked) == "assigned")  # reopened to its worker
+    assert verify_evidence(d) == [asked] and status(d, other) == "assigned"
+
+    clock.advance(minutes=5)
+    again = resolve_unanswered(d, camera, asked)
+    camera.bus.publish(topics.command_result("edge-01"), answer(again, ticket_id="not-a-number"))
+    wait_until(lambda: status(d, asked) == "closed")
+    assert dead_letter_reasons(d) == []
+
+
+def test_results_that_answer_no_command_of_ours_are_dead_lettered(
+    rig: tuple[Dispatcher, Camera, list[TicketPush], ManualClock],
+    site: Site,
+    device_bus: Callable[..., BusClient],
+) -> None:
+    d, camera, _, _ = rig
+    tid = int(open_ticket(d, camera, site)["id"])  # type: ignore[call-overload]
+    cmd = resolve_unanswered(d, camera, tid)
+    results = topics.command_result("edge-01")
+    snapshot = synthetic_snapshot("garbage", (0.4, 0.5, 0.6, 0.8), 5)
+    unknown = uuid.uuid4()
+    camera.bus.publish(
+        results, answer(cmd, command_id=unknown, outcome="still_present", snapshot=snapshot)
+    )
+    other_box = device_bus("edge-02")
+    other_box.start(wait_s=10)
+    other_box.publish(
+        topics.command_result("edge-02"),
+        answer(cmd, device_id="edge-02", outcome="still_present", snapshot=snapshot),
+    )
+    camera.bus.publish(results, answer(cmd, device_id="edge-02"))  # not its own name
+    camera.bus.publish(results, b'{"schema": "gw.cmd_result", "v": 1, "outcome": "clear"}')
+    wait_until(lambda: len(dead_letter_reasons(d)) == 4)
+    reasons = set(dead_letter_reasons(d))
+    expected = {
+        f"unknown command {unknown}: no verification was asked with it",
+        f"command {cmd.command_id} was sent to 'edge-01', not to 'edge-02'",
+        "device_id 'edge-02' does not match topic device 'edge-01'",
+    }
+    assert expected < reasons
+    assert "command_id" in next(iter(reasons - expected))  # the malformed one names what lacks
+    assert status(d, tid) == "resolved" and verify_evidence(d) == []
+    assert list(d.evidence.root.rglob("verify-*")) == []  # no image kept for a refused result
+    with d.engine.connect() as conn:
+        pending = conn.execute(select(verifications.c.answered_at)).scalars().all()
+    assert pending == [None]
+
+    camera.bus.publish(results, answer(cmd))  # the real answer still closes it
+    wait_until(lambda: status(d, tid) == "closed")
+    camera.bus.publish(results, answer(cmd))  # delivered twice: nothing more happens
+    closed = next(r for r in rows(d) if r["id"] == tid)
+    camera.bus.publish(results, answer(cmd, command_id=uuid.uuid4()))  # a marker behind it
+    wait_until(lambda: len(dead_letter_reasons(d)) == 5)
+    assert next(r for r in rows(d) if r["id"] == tid) == closed

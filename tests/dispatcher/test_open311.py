@@ -17,6 +17,7 @@ from dispatcher.api.app import create_app
 from dispatcher.lifecycle import Transition
 from dispatcher.service import Dispatcher
 from dispatcher.store.schema import citizen_reports, tickets
+from simulators.workers import after_photo
 from tests.conftest import ApiServer, wait_until
 from tests.dispatcher.factories import camera_event
 
@@ -84,7 +85,7 @@ def test_open311_round_trip(
 
         tid = int(t["id"])  # type: ignore[call-overload]
         d.act(tid, Transition.ACCEPTED, worker_id="w01", actor="worker:w01")
-        d.resolve(tid, worker_id="w01", photo=None, note="cleaned")
+        d.resolve(tid, worker_id="w01", photo=after_photo(tid, 1), note="cleaned")
         clock.advance(seconds=121)  # nobody answers the verify: garbage closes on the photo
         d.timers.run_due()
         closed = web.get("/requests.json", params={"status": "closed"}).json()

@@ -18,6 +18,7 @@ from config.site import Site
 from dispatcher.lifecycle import Transition
 from dispatcher.service import Dispatcher
 from dispatcher.store.schema import audit, tickets
+from simulators.workers import after_photo
 from tests.conftest import wait_until
 from tests.dispatcher.factories import camera_event, offset
 
@@ -70,7 +71,7 @@ def test_restart_loses_no_ticket_and_no_timer(
     accepted, waiting, resolved = sorted(state(first))
     first.act(accepted, Transition.ACCEPTED, worker_id="w01", actor="worker:w01")
     first.act(resolved, Transition.ACCEPTED, worker_id="w01", actor="worker:w01")
-    first.resolve(resolved, worker_id="w01", photo=None, note="cleaned")
+    first.resolve(resolved, worker_id="w01", photo=after_photo(resolved, 1), note="cleaned")
     first.stop()
 
     # While it is down: two more problems are reported and eleven minutes pass, so the

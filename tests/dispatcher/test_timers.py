@@ -111,6 +111,26 @@ def test_verify_timeout_applies_the_category_policy(desk: Desk, site: Site) -> N
     assert desk.history(hole)[-1][2] == "system:review"
 
 
+def test_a_resolution_without_its_own_after_photo_is_never_closed_on_one(
+    desk: Desk, site: Site
+) -> None:
+    """A ticket resolved with no after-photo (the service once allowed it) has none to accept
+    when no camera answers: the supervisor reviews it, whatever the category's policy. The
+    photo of an earlier resolution, before a reopen, does not count for the next one."""
+    pile = open_one(desk, site)  # garbage: accept on the worker's photo after 120 s
+    desk.act(pile, Transition.ACCEPTED)
+    desk.resolve(pile)
+    desk.act(pile, Transition.REOPENED)  # the camera still saw it
+    desk.clock.advance(minutes=10)
+    desk.act(pile, Transition.ACCEPTED)
+    desk.resolve(pile, photo=False)
+    desk.clock.advance(seconds=120)
+    fired = {f.ticket_id: f.outcome for f in desk.timers.run_due()}
+    assert fired == {pile: "review"}
+    assert desk.ticket(pile)["status"] == "resolved" and desk.ticket(pile)["review_at"]
+    assert desk.history(pile)[-1][2] == "system:review"
+
+
 def test_shift_change_hands_over_unaccepted_work(desk: Desk, site: Site) -> None:
     desk.clock.set(datetime(2026, 1, 5, 10, 55, tzinfo=UTC))  # 18:55 local
     waiting = open_one(desk, site)

@@ -80,3 +80,20 @@ def test_the_agent_loads_no_torch_dispatcher_models_or_simulators() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_run_with_a_bad_log_level_or_an_outbox_it_cannot_open_says_so(tmp_path: Path) -> None:
+    good = tmp_path / "edge.yaml"
+    good.write_text("device_id: edge-01\nbroker: {password: x}\n")
+    loud = gridwatch("edge", "run", str(good), "--log-level", "LOUD")
+    assert loud.returncode == 2
+    assert "--log-level: Unknown level: 'LOUD' (expected DEBUG" in loud.stderr
+    not_a_db = tmp_path / "outbox.sqlite"
+    not_a_db.write_text("this is not an outbox")
+    bad = tmp_path / "bad-outbox.yaml"
+    bad.write_text(f"device_id: edge-01\nbroker: {{password: x}}\noutbox: {{path: {not_a_db}}}\n")
+    done = gridwatch("edge", "run", str(bad))
+    assert done.returncode == 1
+    assert f"edge agent did not start: {bad}" in done.stderr
+    for run in (loud, done):
+        assert "Traceback" not in run.stderr

@@ -15,6 +15,7 @@ from broker.mosquitto import MosquittoServer
 from config.site import Site
 from edge.agent import EdgeAgent
 from edge.settings import load_edge_settings
+from simulators.workers import after_photo
 from tests.conftest import wait_until
 from tests.edge.conftest import ListenerFactory, camera, clear_retained, edge_yaml, image_sequence
 
@@ -73,7 +74,7 @@ def test_the_cameras_verify_decides_whether_a_resolved_ticket_closes(
         d.act(tid, Transition.ACCEPTED, worker_id=worker, actor=f"worker:{worker}")
         if cleaned:
             point_all(street, clean)  # the worker really cleans up
-        d.resolve(tid, worker_id=worker, photo=None, note="fixed")
+        d.resolve(tid, worker_id=worker, photo=after_photo(tid, 1), note="fixed")
         # still there: the camera reopens it (back to its worker); clean: verified and closed
         wait_until(lambda: ticket()["status"] == ("closed" if cleaned else "assigned"), 30)
     finally:

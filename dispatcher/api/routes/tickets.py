@@ -19,6 +19,7 @@ from sqlalchemy.sql import func
 from dispatcher import tickets as ticket_ops
 from dispatcher.api.deps import CurrentUser, DispatcherDep, SupervisorUser, User, invalid
 from dispatcher.api.models import (
+    Attention,
     AuditEntryPublic,
     ErrorPublic,
     EvidencePublic,
@@ -80,6 +81,15 @@ class TicketFilters:
         worker: Annotated[Identifier | None, Query(description="assigned worker id")] = None,
         source: Annotated[Source | None, Query()] = None,
         overdue: Annotated[bool | None, Query(description="active and past the deadline")] = None,
+        attention: Annotated[
+            list[Attention] | None,
+            Query(
+                max_length=4,
+                description="active and needing the supervisor for any of these reasons: "
+                "escalated, no_worker (nobody assigned), review (the cameras could not confirm "
+                "the fix), overdue",
+            ),
+        ] = None,
         opened_from: Annotated[FilterTime | None, Query(description="opened at or after")] = None,
         opened_to: Annotated[FilterTime | None, Query(description="opened before")] = None,
         q: Annotated[
@@ -94,6 +104,7 @@ class TicketFilters:
         self.status, self.active, self.grid, self.street = status_, active, grid, street
         self.category, self.worker, self.source, self.overdue = category, worker, source, overdue
         self.opened_from, self.opened_to, self.q = opened_from, opened_to, q
+        self.attention = attention
 
     def where(self, user: User, now: datetime) -> list[ColumnElement[bool]]:
         active = [s.value for s in ACTIVE]
@@ -116,6 +127,15 @@ class TicketFilters:
         if self.overdue is not None:
             late = tickets.c.status.in_(active) & (tickets.c.deadline < now)
             where.append(late if self.overdue else ~late)
+        if self.attention:
+            reasons: dict[str, ColumnElement[bool]] = {
+                "escalated": tickets.c.escalated.is_(True),
+                "no_worker": tickets.c.worker_id.is_(None),
+                "review": (tickets.c.status == "resolved") & tickets.c.review_at.is_not(None),
+                "overdue": tickets.c.deadline < now,
+            }
+            where.append(tickets.c.status.in_(active))
+            where.append(or_(*(reasons[a] for a in self.attention)))
         if self.opened_from is not None:
             where.append(tickets.c.opened_at >= self.opened_from)
         if self.opened_to is not None:
@@ -437,21 +457,22 @@ async def resolve(
     ticket_id: TicketId,
     d: DispatcherDep,
     user: CurrentUser,
-    photo: Annotated[UploadFile | None, File(description="after-photo (JPEG/PNG/WEBP)")] = None,
+    photo: Annotated[
+        UploadFile, File(description="after-photo of the fixed spot (JPEG/PNG/WEBP), required")
+    ],
     note: Annotated[str | None, Form(max_length=500)] = None,
 ) -> TicketPublic:
-    """The worker fixed it: an after-photo and a note; the cameras are asked to confirm."""
-    data = None
-    if photo is not None:
-        data = await photo.read(MAX_IMAGE_BYTES + 1)
-        if len(data) > MAX_IMAGE_BYTES:
-            log.warning("refused: %s sent a photo over %s bytes", user.actor, MAX_IMAGE_BYTES)
-            raise HTTPException(413, f"photo larger than {MAX_IMAGE_BYTES} bytes")
+    """The worker fixed it: an after-photo (required: without one the request is refused,
+    422) and a note; the cameras are asked to confirm."""
+    data = await photo.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        log.warning("refused: %s sent a photo over %s bytes", user.actor, MAX_IMAGE_BYTES)
+        raise HTTPException(413, f"photo larger than {MAX_IMAGE_BYTES} bytes")
     _refuse_role(user, ("worker",), "resolve", ticket_id)
     _get_visible(d, user, ticket_id)
     try:
         return _lifecycle_errors(
-            ticket_id, d.resolve, ticket_id, worker_id=user.username, photo=data or None, note=note
+            ticket_id, d.resolve, ticket_id, worker_id=user.username, photo=data, note=note
         )
     except BadImage as exc:
         raise invalid(("body", "photo"), str(exc)) from exc

@@ -112,6 +112,18 @@ def test_not_an_image_says_why(env: Env, mine: dict[str, Any]) -> None:
     assert "not a readable image: not JPEG, PNG or WEBP" in msg and "GIF89a" in msg, msg
 
 
+def test_a_resolve_without_an_after_photo_is_refused(env: Env, mine: dict[str, Any]) -> None:
+    w01 = env.client("w01")
+    path = f"/tickets/{mine['id']}/resolve"
+    for r in (
+        w01.post(path, data={"note": "fixed"}),
+        w01.post(path, files={"photo": ("after.jpg", b"", "image/jpeg")}),
+    ):
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "photo"], r.text
+    assert w01.get(f"/tickets/{mine['id']}").json()["status"] == "assigned"
+
+
 def test_oversized_photo_is_413(env: Env, mine: dict[str, Any]) -> None:
     big = b"\xff\xd8" + b"\0" * (MAX_IMAGE_BYTES + 10)
     r = env.client("w01").post(
