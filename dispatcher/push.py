@@ -7,8 +7,8 @@ broker acknowledged every message. A crash between commit and push only delays t
 ticket's status and time so the app keeps the latest). On PostgreSQL several dispatcher
 processes share the audit table; a transaction-scoped advisory lock lets one of them ship at a
 time, in audit order.
-The web app receives the same messages: each dispatcher process subscribes to the worker
-topics and fans them out to its server-sent-event clients (see ``PushHub``).
+The web pages receive the same messages: each dispatcher process subscribes to the worker and
+supervisor topics and fans them out to its server-sent-event clients (see ``PushHub``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine, select, text, update
 
 from broker import topics
-from broker.client import Delivery, Published
+from broker.client import Delivery, Handler, Published
 from broker.messages import Message, SupervisorAlert, TicketAction, TicketPush
 from config.site import GeoPoint, Site
 from dispatcher.assign import supervisor_for
@@ -260,36 +260,79 @@ class PushShipper(ShipperThread):
         conn.execute(update(audit).where(audit.c.id.in_(ids)).values(pushed=True))
 
 
+SUPERVISOR_ALERTS = f"{topics.ROOT}/supervisor/+/alerts"
+EVERY_TICKET = "tickets"
+EVERY_ALERT = "alerts"
+
+LivePush = tuple[str, bytes]
+"""One message for a live connection: its event name (``ticket`` or ``alert``) and its JSON."""
+
+
+def worker_channel(worker_id: str) -> str:
+    return f"worker:{worker_id}"
+
+
+class Subscriber(Protocol):
+    """What the hub needs from the bus to follow a topic."""
+
+    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None: ...
+
+
 class PushHub:
-    """Fan-out of ticket pushes to the web app's live connections (server-sent events)."""
+    """Fan-out of the bus's pushes to the web pages' live connections (server-sent events).
+
+    A connection listens on channels: ``worker:{id}`` (that worker's ticket pushes), ``tickets``
+    (every worker's ticket pushes) and ``alerts`` (every supervisor alert); whoever serves the
+    connection keeps only what its user may see.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subscribers: dict[str, list[queue.Queue[bytes]]] = defaultdict(list)
+        self._subscribers: dict[str, list[queue.Queue[LivePush]]] = defaultdict(list)
+        self._following: set[str] = set()
 
-    def subscribe(self, worker_id: str) -> queue.Queue[bytes]:
-        q: queue.Queue[bytes] = queue.Queue(maxsize=1000)
+    def follow(self, bus: Subscriber, topic_filter: str) -> None:
+        """Deliver ``topic_filter``'s messages from ``bus`` (once, however often it is asked)."""
         with self._lock:
-            self._subscribers[worker_id].append(q)
+            if topic_filter in self._following:
+                return
+            self._following.add(topic_filter)
+        bus.subscribe(topic_filter, self.deliver)
+
+    def subscribe(self, *channels: str) -> queue.Queue[LivePush]:
+        q: queue.Queue[LivePush] = queue.Queue(maxsize=1000)
+        with self._lock:
+            for channel in channels:
+                self._subscribers[channel].append(q)
         return q
 
-    def unsubscribe(self, worker_id: str, q: queue.Queue[bytes]) -> None:
+    def unsubscribe(self, q: queue.Queue[LivePush]) -> None:
         with self._lock:
-            subs = self._subscribers.get(worker_id, [])
-            if q in subs:
-                subs.remove(q)
+            for subs in self._subscribers.values():
+                if q in subs:
+                    subs.remove(q)
 
     def deliver(self, delivery: Delivery) -> None:
-        """MQTT handler for ``gw/v1/worker/+/tickets``: hand the payload to that worker's streams."""
+        """MQTT handler for ``gw/v1/worker/+/tickets`` and ``gw/v1/supervisor/+/alerts``: hand
+        the payload to the streams listening on its channels."""
         parts = delivery.topic.split("/")
-        worker_id = parts[3] if len(parts) == 5 else ""
+        family, name = (parts[2], parts[4]) if len(parts) == 5 else ("", "")
+        channels: tuple[str, ...]
+        if (family, name) == ("worker", "tickets"):
+            event, channels = "ticket", (worker_channel(parts[3]), EVERY_TICKET)
+        elif (family, name) == ("supervisor", "alerts"):
+            event, channels = "alert", (EVERY_ALERT,)
+        else:
+            log.warning("not a push topic: %s", delivery.topic, extra={"topic": delivery.topic})
+            delivery.ack()
+            return
         with self._lock:
-            subs = list(self._subscribers.get(worker_id, ()))
-        for q in subs:
+            subs = {id(q): q for c in channels for q in self._subscribers.get(c, ())}
+        for q in subs.values():
             try:
-                q.put_nowait(delivery.payload)
+                q.put_nowait((event, delivery.payload))
             except queue.Full:
                 log.warning(
-                    "web push queue full; dropping a live update", extra={"worker_id": worker_id}
+                    "web push queue full; dropping a live update", extra={"topic": delivery.topic}
                 )
         delivery.ack()

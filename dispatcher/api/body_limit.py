@@ -1,15 +1,20 @@
-"""Request body size limits: an over-sized body is refused with 413 before it is read whole."""
+"""Request body size limits: an over-sized body is refused with 413 before it is read whole.
+The OpenAPI document lists, on every operation that takes a body, that 413 and the 400 that
+FastAPI gives a body it cannot read (a malformed multipart form, for one)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import params
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dispatcher.api.models import ErrorPublic
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +126,32 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str, seen:
     )
     response = JSONResponse({"detail": detail}, status_code=413, headers={"Connection": "close"})
     await response(scope, receive, send)
+
+
+ERROR_SCHEMA = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}}
+
+
+def document_body_answers(openapi: dict[str, Any], limits: BodyLimits) -> None:
+    """Add the 400 (unreadable body) and 413 (body over its limit) answers to every operation
+    of ``openapi`` that takes a request body. An operation that declares either code itself
+    keeps its own answer; the body limit is added to the description of its 413."""
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ErrorPublic", ErrorPublic.model_json_schema())
+    too_large = (
+        f"the request body is over its limit: {limits.default} bytes, or {limits.upload} "
+        "bytes for an operation that takes a file"
+    )
+    for item in openapi.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "requestBody" not in operation:
+                continue
+            answers = operation.setdefault("responses", {})
+            answers.setdefault(
+                "400",
+                {"description": "the request body could not be read", "content": ERROR_SCHEMA},
+            )
+            own = answers.get("413")
+            if own is None:
+                answers["413"] = {"description": too_large, "content": ERROR_SCHEMA}
+            elif too_large not in own.get("description", ""):
+                own["description"] = f"{own.get('description', '')}; or {too_large}".lstrip("; ")

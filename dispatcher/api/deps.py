@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import ColumnElement, false, true
 
 from config.site import Site
-from dispatcher.accounts import find_user
+from dispatcher.accounts import find_user, is_disabled
 from dispatcher.security import BadToken, Role, read_token
 from dispatcher.service import Dispatcher
 from dispatcher.store.schema import tickets
@@ -107,6 +107,14 @@ def current_user(
         raise unauthorized(str(exc)) from exc
     with d.engine.connect() as conn:
         row = find_user(conn, claims.username)
+    if row is not None and is_disabled(row):
+        log.warning(
+            "denied: account %s is disabled (%s %s)",
+            claims.username,
+            request.method,
+            request.url.path,
+        )
+        raise unauthorized("account disabled")
     if row is None or row["token_version"] != claims.version or row["role"] != claims.role:
         log.warning(
             "denied: token for %s is no longer valid (%s %s)",
@@ -136,6 +144,7 @@ def require(*roles: Role) -> Callable[[Request, User], User]:
 
 WorkerUser = Annotated[User, Depends(require("worker"))]
 SupervisorUser = Annotated[User, Depends(require("supervisor", "admin"))]
+AdminUser = Annotated[User, Depends(require("admin"))]
 
 
 def client_address(request: Request) -> str:

@@ -15,6 +15,7 @@ TicketStatus = Literal[
     "open", "assigned", "accepted", "resolved", "closed", "cancelled", "rejected"
 ]
 Source = Literal["camera", "sensor", "citizen"]
+Attention = Literal["escalated", "no_worker", "review", "overdue"]
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -69,6 +70,24 @@ class PasswordChange(ApiModel):
     new_password: str = Field(
         min_length=10, max_length=256, description="at least 10 characters, not the username"
     )
+
+
+class PasswordReset(ApiModel):
+    new_password: str = Field(
+        min_length=10, max_length=256, description="at least 10 characters, not the username"
+    )
+
+
+class AccountPublic(ApiModel):
+    """An account as the admin manages it (never its password hash)."""
+
+    username: str
+    role: Role
+    display_name: str
+    disabled: bool = Field(description="no login; its tokens were revoked when disabled")
+    has_password: bool = Field(description="false: the site file gave it none, login refused")
+    in_site: bool = Field(description="the site file still lists it (always true for the admin)")
+    created_at: datetime
 
 
 class MePublic(ApiModel):
@@ -149,6 +168,10 @@ class TicketPublic(ApiModel):
     close_reason: str | None
     reopen_count: int
     escalated: bool
+    review_at: datetime | None = Field(
+        description="when the cameras could not confirm the fix and the supervisor's review "
+        "was asked for (waiting while the ticket is resolved)"
+    )
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> TicketPublic:
@@ -382,3 +405,10 @@ class HealthPublic(ApiModel):
 
 class ErrorPublic(ApiModel):
     detail: str
+
+
+class Open311ErrorPublic(BaseModel):
+    """One error as GeoReport v2 shapes it (an answer is a list of them)."""
+
+    code: int = Field(description="the HTTP status code")
+    description: str

@@ -1,5 +1,6 @@
 """The two web pages (worker app at /app/, supervisor dashboard at /dashboard/), their shared
-static files, security headers, and logging of refused requests."""
+static files, the API's own documentation page (/docs, Swagger UI served from here: nothing
+from a CDN), security headers, and logging of refused requests."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
+SWAGGER_UI = "/static/vendor/swagger-ui"
 PAGES = ("/app", "/dashboard", "/static")
 NO_CACHE = (".html", "/", "sw.js", ".webmanifest", ".js", ".css", ".json")
 CSP = (
@@ -75,3 +78,20 @@ def add_web(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
         return RedirectResponse("/app/")
+
+
+def add_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the vendored copy (create the app with ``docs_url=None``)."""
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} – API",
+            swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            swagger_favicon_url="/app/icons/icon.svg",
+            # no badge fetched from validator.swagger.io
+            swagger_ui_parameters={"validatorUrl": None},
+        )

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import get_args
 
 import pytest
 
-from broker.messages import CameraStatus, CommandResult
+from broker.messages import CameraStatus, CommandResult, SupervisorAlert
 from config.site import CategorySource, Device
+from dispatcher.api.models import Attention
 from dispatcher.evidence import EvidenceKind
 from dispatcher.lifecycle import Status, Transition
 
@@ -46,6 +48,8 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
     "done.": ("accept", "arrived", "decline", "resolve", "reject"),
     "push.": ("unassigned", "cancelled", "closed"),
     "close_reason.": ("fixed", "cleared", "false_alarm"),
+    "alert.": get_args(SupervisorAlert.model_fields["reason"].annotation),
+    "attention.": get_args(Attention),
 }
 
 
@@ -97,3 +101,42 @@ def test_chinese_is_the_default_and_really_chinese() -> None:
     assert 'return LANGS.includes(saved) ? saved : "zh-CN";' in (
         STATIC / "common" / "i18n.js"
     ).read_text("utf-8")
+
+
+class UntranslatedText(HTMLParser):
+    """Text and labelling attributes of a page that do not go through the dictionaries."""
+
+    VOID = frozenset({"meta", "link", "input", "img", "br", "hr", "source", "wbr"})
+    LABELS = ("title", "alt", "aria-label", "placeholder")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[tuple[str, dict[str, str | None]]] = []
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        self.found += [
+            f"<{tag} {a}={named[a]!r}>" for a in self.LABELS if re.search(r"\w", named.get(a) or "")
+        ]
+        if tag not in self.VOID:
+            self.open.append((tag, named))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.open and self.open.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        if not self.open or not re.search(r"[A-Za-z\u4e00-\u9fff]", data):
+            return
+        tag, attrs = self.open[-1]
+        if tag not in ("script", "style") and "data-i18n" not in attrs:
+            self.found.append(f"<{tag}>{data.strip()}")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.parent.name)
+def test_no_page_text_bypasses_the_dictionaries(page: Path) -> None:
+    """Every word on a page (SVG titles and labels included) comes from data-i18n keys."""
+    parser = UntranslatedText()
+    parser.feed(page.read_text("utf-8"))
+    assert parser.found == []

@@ -91,8 +91,13 @@ def login(
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, WRONG_LOGIN)
     with d.engine.connect() as conn:
         row = accounts.find_user(conn, body.username)
-    if row is None:
+    disabled = row is not None and accounts.is_disabled(row)
+    if row is None or disabled:
         burn_verify_time()
+    if disabled:
+        limiter.failed(body.username, address, now)
+        log.warning("denied: login for disabled account %r from %s", body.username, address)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, WRONG_LOGIN)
     if row is None or not verify_password(body.password, row["password_hash"]):
         limiter.failed(body.username, address, now)
         log.warning("denied: failed login for %r from %s", body.username, address)

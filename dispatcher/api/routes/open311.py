@@ -14,9 +14,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from dispatcher import open311
 from dispatcher.api.deps import DispatcherDep
+from dispatcher.api.models import Open311ErrorPublic, Responses
 from dispatcher.open311 import (
     Open311Error,
     Service,
@@ -28,10 +30,21 @@ from dispatcher.service import Dispatcher
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "a missing or invalid field"},
-    403: {"description": "missing or wrong api_key"},
-    404: {"description": "no such service_code or request"},
+ERRORS: Responses = {
+    400: {"model": list[Open311ErrorPublic], "description": "a missing or invalid field"},
+    403: {"model": list[Open311ErrorPublic], "description": "missing or wrong api_key"},
+    404: {"model": list[Open311ErrorPublic], "description": "no such service_code or request"},
+}
+_REQUEST_FIELDS = ServiceRequestCreate.model_json_schema()
+REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "form-encoded as GeoReport v2 has it, or the same fields as JSON",
+        "content": {
+            "application/x-www-form-urlencoded": {"schema": _REQUEST_FIELDS},
+            "application/json": {"schema": _REQUEST_FIELDS},
+        },
+    }
 }
 DEFAULT_WINDOW = timedelta(days=90)
 
@@ -77,20 +90,32 @@ def _create(d: Dispatcher, data: dict[str, Any]) -> list[ServiceRequestCreated]:
     ]
 
 
+async def _fields(request: Request) -> dict[str, Any]:
+    """The posted fields, from JSON or a form (the form's files, if any, are ignored)."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        data = await request.json()
+        if not isinstance(data, dict):
+            raise Open311Error(400, "the JSON body must be an object")
+        return data
+    try:
+        form = await request.form()
+    except HTTPException as exc:
+        raise Open311Error(400, f"unreadable form: {exc.detail}") from exc
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
 @router.post(
-    "/requests.json", response_model=list[ServiceRequestCreated], status_code=201, responses=ERRORS
+    "/requests.json",
+    response_model=list[ServiceRequestCreated],
+    status_code=201,
+    responses=ERRORS,
+    openapi_extra=REQUEST_BODY,
 )
 async def create_request(request: Request, d: DispatcherDep) -> Any:
     """Post a report (form-encoded as the standard says, or JSON); it joins the same
     incident as a camera's sighting of the same problem, or opens a ticket."""
     try:
-        if request.headers.get("content-type", "").startswith("application/json"):
-            data = await request.json()
-            if not isinstance(data, dict):
-                raise Open311Error(400, "the JSON body must be an object")
-        else:
-            form = await request.form()
-            data = {k: v for k, v in form.items() if isinstance(v, str)}
+        data = await _fields(request)
         return await run_in_threadpool(_create, d, data)
     except Open311Error as exc:
         return _error(exc)

@@ -5,6 +5,7 @@ import {
 } from "/static/common/i18n.js";
 import { Api, ApiError, NetworkError, qs } from "/static/common/api.js";
 import { drawGridMap } from "/static/common/gridmap.js";
+import { LiveStream } from "/static/common/stream.js";
 import { ActionQueue } from "/app/queue.js";
 
 const api = new Api("gw.session.app");
@@ -12,7 +13,6 @@ const $ = (sel) => document.querySelector(sel);
 const TODO = ["assigned", "accepted"];
 const DONE = ["resolved", "closed", "rejected", "cancelled"];
 const SEND_TIMEOUT_MS = 45000;
-const STREAM_SILENCE_MS = 40000;
 
 const state = {
   site: null,
@@ -22,8 +22,6 @@ const state = {
   pending: {}, // ticket id -> queued action kinds
   detail: null,
   position: null,
-  streamCtrl: null,
-  streamGen: 0,
   objectUrls: [],
   reasonFor: null,
   photo: null,
@@ -33,10 +31,6 @@ const state = {
 // -- small helpers ---------------------------------------------------------------------------
 function show(el, on = true) {
   el.hidden = !on;
-}
-
-function sleep(ms) {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 function toast(text, kind = "") {
@@ -198,20 +192,7 @@ async function act(kind, ticketId, extra = {}) {
   updateBadge();
 }
 
-// -- live stream (server-sent events read with fetch, token in the header) ------------------
-function parseSse(block) {
-  const ev = { event: "message", data: "" };
-  for (const line of block.split("\n")) {
-    if (line.startsWith(":")) continue;
-    const i = line.indexOf(":");
-    const field = i < 0 ? line : line.slice(0, i);
-    const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
-    if (field === "event") ev.event = value;
-    if (field === "data") ev.data += (ev.data ? "\n" : "") + value;
-  }
-  return ev;
-}
-
+// -- live stream (server-sent events, see common/stream.js) ----------------------------------
 function onPush(ev) {
   if (ev.event === "logout") {
     needLogin(t("login.expired"));
@@ -237,66 +218,22 @@ function onPush(ev) {
   refreshDetail(id);
 }
 
-// Each (re)start bumps the generation; an older loop notices and ends.
+const live = new LiveStream(api, {
+  onEvent: onPush,
+  onState: setNet,
+  onOpen: () => {
+    refreshList();
+    queue.flush();
+  },
+  onUnauthorized: () => needLogin(t("login.expired")),
+});
+
 function startStream() {
-  stopStream();
-  runStream(state.streamGen);
+  live.start();
 }
 
 function stopStream() {
-  state.streamGen += 1;
-  const ctrl = state.streamCtrl;
-  state.streamCtrl = null;
-  if (ctrl) ctrl.abort();
-}
-
-async function runStream(gen) {
-  let delay = 1000;
-  while (api.token && gen === state.streamGen) {
-    const ctrl = new AbortController();
-    state.streamCtrl = ctrl;
-    let watchdog = null;
-    const feed = () => {
-      clearTimeout(watchdog);
-      watchdog = setTimeout(() => ctrl.abort(), STREAM_SILENCE_MS);
-    };
-    setNet("connecting");
-    try {
-      feed();
-      const r = await fetch("/stream", { headers: api.headers(), signal: ctrl.signal, cache: "no-store" });
-      if (r.status === 401) {
-        needLogin(t("login.expired"));
-        return;
-      }
-      if (!r.ok) throw new Error("stream answered " + r.status);
-      setNet("live");
-      delay = 1000;
-      refreshList();
-      queue.flush();
-      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buf = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        feed();
-        buf += value;
-        let cut;
-        while ((cut = buf.indexOf("\n\n")) >= 0) {
-          onPush(parseSse(buf.slice(0, cut)));
-          buf = buf.slice(cut + 2);
-        }
-      }
-    } catch (e) {
-      if (gen !== state.streamGen) return;
-      console.info("live stream interrupted", e.name);
-    } finally {
-      clearTimeout(watchdog);
-    }
-    if (gen !== state.streamGen || !api.token) return;
-    setNet(navigator.onLine ? "connecting" : "offline");
-    await sleep(delay);
-    delay = Math.min(30000, delay * 2);
-  }
+  live.stop();
 }
 
 // -- data ------------------------------------------------------------------------------------

@@ -1,23 +1,32 @@
-// The street supervisor's dashboard: KPI cards, trend charts (uPlot), the grid map coloured by
-// backlog, workers, device health, and ticket search with detail, actions and CSV export.
+// The street supervisor's dashboard: live alerts (server-sent events), the tickets that need
+// attention, KPI cards, trend charts (uPlot), the grid map coloured by backlog, workers, device
+// health, and ticket search with detail, actions and CSV export.
 import {
   t, tOr, currentLang, loadLang, storedLang, otherLang, siteLabel, formatDuration, formatTime,
   formatPercent, formatClock, setTimeZone,
 } from "/static/common/i18n.js";
 import { Api, ApiError, qs } from "/static/common/api.js";
 import { drawGridMap } from "/static/common/gridmap.js";
+import { LiveStream } from "/static/common/stream.js";
 
 const api = new Api("gw.session.dashboard");
 const $ = (sel) => document.querySelector(sel);
-const REFRESH_MS = 15000;
+// Live events refresh what they change at once; the rest (devices, charts) every minute.
+const REFRESH_MS = 60000;
+const LIVE_REFRESH_MS = 500;
 const PAGE = 20;
+const ATTENTION_PAGE = 50;
+const MAX_ALERTS = 50;
 const STATUSES = ["open", "assigned", "accepted", "resolved", "closed", "rejected", "cancelled"];
+const ACTIVE = ["open", "assigned", "accepted", "resolved"];
+const ATTENTION = ["escalated", "no_worker", "review", "overdue"];
 const SOURCES = ["camera", "sensor", "citizen"];
 const PALETTE = ["#0b5cad", "#e8590c", "#1e8e3e", "#7e3ab8", "#c5221f", "#0f8b8d", "#b08900", "#5f6b78"];
 
 const state = {
   site: null, grids: [], workers: [], period: "day", street: "", offset: 0, total: 0,
   filters: {}, charts: {}, timer: null, detail: null, me: null,
+  attention: new Set(ATTENTION), alerts: [], seenAlerts: new Set(), unread: 0, liveTimer: null,
 };
 
 function show(el, on = true) { el.hidden = !on; }
@@ -250,6 +259,212 @@ async function loadDevices() {
   }
 }
 
+// -- needs attention -------------------------------------------------------------------------
+function attentionReasons(tk) {
+  if (!ACTIVE.includes(tk.status)) return [];
+  const out = [];
+  if (tk.escalated) out.push("escalated");
+  if (!tk.worker_id) out.push("no_worker");
+  if (tk.status === "resolved" && tk.review_at) out.push("review");
+  if (new Date(tk.deadline).getTime() < Date.now()) out.push("overdue");
+  return out;
+}
+
+async function loadAttention() {
+  const scope = { street: state.street || undefined };
+  const chosen = ATTENTION.filter((r) => state.attention.has(r));
+  const [counts, page] = await Promise.all([
+    Promise.all(ATTENTION.map((r) => api.get("/tickets" + qs({ ...scope, attention: r, limit: 1 })))),
+    chosen.length
+      ? api.get("/tickets" + qs({ ...scope, attention: chosen, sort: "deadline", limit: ATTENTION_PAGE }))
+      : Promise.resolve({ items: [], total: 0 }),
+  ]);
+  ATTENTION.forEach((r, i) => {
+    const chip = $(`#attention-filters [data-reason=${r}]`);
+    chip.querySelector("b").textContent = String(counts[i].total);
+    chip.setAttribute("aria-pressed", String(state.attention.has(r)));
+    chip.classList.toggle("on", state.attention.has(r));
+  });
+  const body = $("#attention-table tbody");
+  body.replaceChildren();
+  for (const tk of page.items) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = tk.id;
+    tr.className = "clickable";
+    const why = document.createElement("td");
+    for (const r of attentionReasons(tk)) {
+      const chip = document.createElement("span");
+      chip.className = "reason r-" + r;
+      chip.dataset.reason = r;
+      chip.textContent = t("attention." + r);
+      why.append(chip);
+    }
+    tr.append(
+      cell(String(tk.id), "num"), cell(category(tk.category)), why, cell(gridName(tk.grid_id)),
+      cell(workerName(tk.worker_id)), cell(formatTime(tk.opened_at)), slaCell(tk),
+    );
+    tr.addEventListener("click", () => openDetail(tk.id));
+    body.append(tr);
+  }
+  show($("#attention-table"), page.items.length > 0);
+  show($("#attention-empty"), page.items.length === 0);
+  const more = $("#attention-more");
+  more.textContent = t("attention.more", { shown: page.items.length, total: page.total });
+  show(more, page.total > page.items.length);
+  $("#attention").dataset.total = String(page.total);
+}
+
+// -- live alerts -----------------------------------------------------------------------------
+let audio = null;
+
+function unlockAudio() {
+  if (!audio && window.AudioContext) audio = new AudioContext();
+  if (audio && audio.state === "suspended") audio.resume();
+}
+
+function beep(times) {
+  if (!audio || audio.state !== "running") return;
+  const now = audio.currentTime;
+  for (let i = 0; i < times; i++) {
+    const osc = audio.createOscillator();
+    const gain = audio.createGain();
+    osc.frequency.value = 660;
+    gain.gain.setValueAtTime(0.2, now + i * 0.3);
+    gain.gain.exponentialRampToValueAtTime(0.001, now + i * 0.3 + 0.25);
+    osc.connect(gain).connect(audio.destination);
+    osc.start(now + i * 0.3);
+    osc.stop(now + i * 0.3 + 0.25);
+  }
+}
+
+function alertText(a) {
+  return t("alert.ticket", { id: a.ticket_id, category: category(a.category), grid: gridName(a.grid_id) });
+}
+
+function alertItem(a) {
+  const li = document.createElement("li");
+  li.className = "alert-item r-" + a.reason;
+  li.dataset.ticket = a.ticket_id;
+  li.dataset.reason = a.reason;
+  const head = document.createElement("b");
+  head.textContent = t("alert." + a.reason);
+  const what = document.createElement("span");
+  what.textContent = alertText(a);
+  const when = document.createElement("small");
+  when.className = "muted";
+  when.textContent = formatTime(a.ts) + (a.note ? " · " + a.note : "");
+  li.append(head, what, when);
+  li.addEventListener("click", () => {
+    toggleAlerts(false);
+    openDetail(Number(a.ticket_id));
+  });
+  return li;
+}
+
+function renderAlerts() {
+  const list = $("#alerts-list");
+  list.replaceChildren(...state.alerts.map(alertItem));
+  show($("#alerts-empty"), state.alerts.length === 0);
+  const count = $("#alerts-count");
+  count.textContent = String(state.unread);
+  show(count, state.unread > 0);
+}
+
+function alertToast(a) {
+  const box = document.createElement("div");
+  box.className = "alert-toast r-" + a.reason;
+  box.setAttribute("role", "alert");
+  box.dataset.ticket = a.ticket_id;
+  box.dataset.reason = a.reason;
+  const text = document.createElement("div");
+  const head = document.createElement("b");
+  head.textContent = t("alert." + a.reason);
+  const what = document.createElement("span");
+  what.textContent = alertText(a);
+  text.append(head, what);
+  const view = document.createElement("button");
+  view.type = "button";
+  view.className = "link-btn";
+  view.textContent = t("alerts.view");
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "link-btn";
+  close.textContent = "×";
+  close.setAttribute("aria-label", t("alerts.dismiss"));
+  const dismiss = () => box.remove();
+  view.addEventListener("click", () => { dismiss(); openDetail(Number(a.ticket_id)); });
+  close.addEventListener("click", dismiss);
+  box.append(text, view, close);
+  $("#alert-toasts").prepend(box);
+  // A safety hazard stays until someone looks at it; the others fade after a while.
+  if (a.reason !== "safety") setTimeout(dismiss, 15000);
+}
+
+function onAlert(a) {
+  const key = `${a.ticket_id}:${a.reason}:${a.ts}`;
+  if (state.seenAlerts.has(key)) return; // pushes are at-least-once
+  state.seenAlerts.add(key);
+  state.alerts.unshift(a);
+  state.alerts.length = Math.min(state.alerts.length, MAX_ALERTS);
+  state.unread += 1;
+  renderAlerts();
+  alertToast(a);
+  beep(a.reason === "safety" ? 3 : 1);
+}
+
+function toggleAlerts(open = $("#alerts").hidden) {
+  show($("#alerts"), open);
+  $("#alerts-btn").setAttribute("aria-expanded", String(open));
+}
+
+// What a ticket change or an alert can change: the KPI cards, the attention list, the map,
+// the workers' counts and the ticket list. Several events in a burst make one refresh.
+function scheduleLiveRefresh() {
+  clearTimeout(state.liveTimer);
+  state.liveTimer = setTimeout(async () => {
+    try {
+      await Promise.all([loadKpis(), loadAttention(), loadMap(), loadWorkers()]);
+      await loadTickets();
+      $("#updated").textContent = t("dash.updated", { at: formatClock() });
+      document.body.dataset.live = String(Date.now());
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 401)) toast(t("error.generic", { detail: e.message }), "error");
+    }
+  }, LIVE_REFRESH_MS);
+}
+
+function onLive(ev) {
+  if (ev.event === "logout") {
+    needLogin(t("login.expired"));
+    return;
+  }
+  if (ev.event === "alert") {
+    let a;
+    try {
+      a = JSON.parse(ev.data);
+    } catch (e) {
+      console.warn("bad alert", e);
+      return;
+    }
+    onAlert(a);
+  }
+  if (ev.event === "alert" || ev.event === "ticket") scheduleLiveRefresh();
+}
+
+function setLive(mode) {
+  const el = $("#live");
+  el.dataset.state = mode;
+  el.textContent = t("net." + mode);
+}
+
+const live = new LiveStream(api, {
+  onEvent: onLive,
+  onState: setLive,
+  // after each (re)connection: catch up on what happened while the stream was away
+  onOpen: scheduleLiveRefresh,
+  onUnauthorized: () => needLogin(t("login.expired")),
+});
+
 // -- tickets ---------------------------------------------------------------------------------
 function readFilters() {
   const f = $("#filters");
@@ -427,7 +642,7 @@ function renderActions(d) {
 async function refresh() {
   try {
     await Promise.all([loadKpis(), loadMap(), loadWorkers(), loadDevices(), loadCharts()]);
-    await loadTickets();
+    await Promise.all([loadAttention(), loadTickets()]);
     $("#updated").textContent = t("dash.updated", { at: formatClock() });
     document.body.dataset.loaded = String(Date.now());
   } catch (e) {
@@ -466,11 +681,18 @@ async function start() {
   await refresh();
   clearInterval(state.timer);
   state.timer = setInterval(refresh, REFRESH_MS);
+  live.start();
   document.body.dataset.ready = "1";
 }
 
 function needLogin(message) {
   clearInterval(state.timer);
+  live.stop();
+  toggleAlerts(false);
+  $("#alert-toasts").replaceChildren();
+  state.alerts = [];
+  state.unread = 0;
+  renderAlerts();
   show($("#controls"), false);
   show($("#board"), false);
   show($("#login"));
@@ -486,6 +708,8 @@ async function switchLang() {
   if (state.me) {
     $("#office").textContent = siteLabel(state.site);
     $("#who").textContent = t("list.who", { name: state.me.display_name, id: state.me.username });
+    setLive($("#live").dataset.state);
+    renderAlerts();
     const f = $("#filters");
     const kept = { status: f.status.value, category: f.category.value, grid: f.grid.value, source: f.source.value };
     fillSelects();
@@ -545,6 +769,21 @@ async function main() {
   $("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); loadTickets(); });
   $("#next").addEventListener("click", () => { state.offset += PAGE; loadTickets(); });
   $("#export").addEventListener("click", exportCsv);
+  $("#alerts-btn").addEventListener("click", () => toggleAlerts());
+  $("#alerts-read").addEventListener("click", () => {
+    state.unread = 0;
+    renderAlerts();
+    toggleAlerts(false);
+  });
+  document.querySelectorAll("#attention-filters .chip").forEach((chip) => chip.addEventListener("click", () => {
+    const r = chip.dataset.reason;
+    if (state.attention.has(r)) state.attention.delete(r);
+    else state.attention.add(r);
+    loadAttention().catch((e) => toast(t("error.generic", { detail: e.message }), "error"));
+  }));
+  // Browsers let a page make sounds only after a click or key press on it.
+  document.addEventListener("click", unlockAudio);
+  document.addEventListener("keydown", unlockAudio);
   window.addEventListener("resize", () => {
     for (const [target, chart] of Object.entries(state.charts)) {
       chart.setSize({ width: Math.max(260, $(target).clientWidth), height: 220 });
