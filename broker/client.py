@@ -198,11 +198,20 @@ class BusClient:
                 + (f": {self.last_error}" if self.last_error else "")
             )
 
-    def stop(self) -> None:
-        """Disconnect cleanly (no last will) and stop the network thread."""
+    def stop(self, *, end_session: bool = False) -> None:
+        """Disconnect cleanly (no last will) and stop the network thread.
+
+        With ``end_session`` the broker forgets the session now (MQTT v5: session expiry 0 in
+        the DISCONNECT), its subscriptions and anything queued for it, instead of keeping it
+        for ``session_expiry_s``: a client that will not come back leaves no subscriber
+        behind that takes messages nobody reads."""
         self._stopping = True
+        props: Properties | None = None
+        if end_session:
+            props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 0
         try:
-            self._client.disconnect()
+            self._client.disconnect(properties=props)
         finally:
             self._client.loop_stop()
             self._connected.clear()

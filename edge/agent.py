@@ -534,9 +534,10 @@ class EdgeAgent:
         worker.request(1, False, cmd.timeout_s, done)
 
     # -- events --------------------------------------------------------------------------
-    def _emit(self, build: EventBuilder) -> None:
-        """A camera's event into the outbox (a failure is logged and shown in the status)."""
-        self._store_event(build)
+    def _emit(self, build: EventBuilder) -> bool:
+        """A camera's event into the outbox; False (logged, shown in the status) if it could
+        not be stored: the camera keeps its track as it was and retries at its next check."""
+        return self._store_event(build)
 
     def _store_event(self, build: EventBuilder) -> bool:
         """Store an event for publishing; False (logged, shown in the status) if it could not be."""

@@ -3,9 +3,11 @@
 The worker reads sampled frames, lets the motion gate decide whether the detector runs (the
 tracker forces runs while a track waits to be confirmed or cleared, and so do pending
 commands), filters detections by class rules, zones and masks, and hands every track change
-to ``emit`` as an ``Event`` builder. A lost source reconnects with backoff; a bad frame is
-skipped; a model that does not load puts the camera in ``error`` (retried every minute and on
-any config change) while the other cameras go on.
+to ``emit`` as an ``Event`` builder; a change whose event ``emit`` could not store is not
+taken (the track stays as it was, ``Tracker.keep_unreported``), so the next check retries it.
+A lost source reconnects with backoff; a bad frame is skipped; a model that does not load puts
+the camera in ``error`` (retried every minute and on any config change) while the other
+cameras go on.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 
 CameraState = Literal["ok", "connecting", "reconnecting", "error", "disabled"]
 EventBuilder = Callable[[int], Event]
-Emit = Callable[[EventBuilder], None]
+Emit = Callable[[EventBuilder], bool]  # True: stored (it will be published)
 MODEL_RETRY_S = 60.0
 ERROR_SHOWN_S = 300.0  # a problem stays in the status this long after it last happened
 
@@ -494,17 +496,22 @@ class CameraWorker:
                 snapshot=snapshot,
             )
 
-        self.counters.events += 1
-        log.info(
-            "camera %s: %s %s (track %s, conf %.2f)",
+        stored = self.emit(build)
+        if stored:
+            self.counters.events += 1
+        else:
+            self.tracker.keep_unreported(change)
+        log.log(
+            logging.INFO if stored else logging.WARNING,
+            "camera %s: %s %s (track %s, conf %.2f)%s",
             cam.id,
             action,
             change.class_name,
             change.track_id,
             st.confidence,
+            "" if stored else " not stored; the next check that still sees it so retries",
             extra={"camera_id": cam.id},
         )
-        self.emit(build)
 
     # -- commands ------------------------------------------------------------------------
     def _serve(

@@ -106,33 +106,28 @@ def _reported(state: TrackState, t: float) -> TrackState:
     return replace(state, reported_conf=state.confidence, reported_box=state.box, reported_at=t)
 
 
-def confirm_track(
-    state: TrackState | None, rule: ConfirmRule, t: float, sighting: Sighting | None
-) -> tuple[TrackState | None, Action | None]:
-    """Advance one track by one detector run at time ``t``; return its new state and event.
+def _start(t: float, sighting: Sighting) -> TrackState:
+    """A track's state after its first sighting."""
+    return TrackState(
+        phase="tentative",
+        first_seen=t,
+        last_seen=t,
+        last_check=t,
+        window=(True,),
+        misses=0,
+        absent_s=0.0,
+        confidence=sighting.confidence,
+        box=sighting.box,
+    )
 
-    ``state`` None starts a track from ``sighting``. A returned state of None means the
-    track is gone (``drop`` for an unconfirmed one, ``cleared`` for a confirmed one).
-    """
+
+def _observe(
+    state: TrackState, rule: ConfirmRule, t: float, sighting: Sighting | None
+) -> TrackState:
+    """What a detector run at time ``t`` saw of a track, taken into its state (no decision)."""
     n = rule.confirm_checks
-    if state is None:
-        if sighting is None:
-            return None, None
-        state = TrackState(
-            phase="tentative",
-            first_seen=t,
-            last_seen=t,
-            last_check=t,
-            window=(True,),
-            misses=0,
-            absent_s=0.0,
-            confidence=sighting.confidence,
-            box=sighting.box,
-        )
-        return _maybe_confirm(state, rule, t)
-    gap = max(0.0, t - state.last_check)
     if sighting is not None:
-        state = replace(
+        return replace(
             state,
             last_seen=t,
             last_check=t,
@@ -142,23 +137,54 @@ def confirm_track(
             confidence=SMOOTHING * sighting.confidence + (1 - SMOOTHING) * state.confidence,
             box=sighting.box,
         )
-        if state.phase == "tentative":
-            return _maybe_confirm(state, rule, t)
-        return _maybe_update(state, rule, t)
-    state = replace(
+    gap = max(0.0, t - state.last_check)
+    return replace(
         state,
         last_check=t,
         window=(*state.window, False)[-n:],
         misses=state.misses + 1,
         absent_s=state.absent_s + (min(gap, rule.max_check_gap_s) if state.misses else 0.0),
     )
+
+
+def confirm_track(
+    state: TrackState | None, rule: ConfirmRule, t: float, sighting: Sighting | None
+) -> tuple[TrackState | None, Action | None]:
+    """Advance one track by one detector run at time ``t``; return its new state and event.
+
+    ``state`` None starts a track from ``sighting``. A returned state of None means the
+    track is gone (``drop`` for an unconfirmed one, ``cleared`` for a confirmed one).
+    """
+    if state is None:
+        if sighting is None:
+            return None, None
+        return _maybe_confirm(_start(t, sighting), rule, t)
+    state = _observe(state, rule, t, sighting)
+    if sighting is not None:
+        if state.phase == "tentative":
+            return _maybe_confirm(state, rule, t)
+        return _maybe_update(state, rule, t)
     if state.phase == "tentative":
-        if state.misses > n - rule.confirm_hits:
+        if state.misses > rule.confirm_checks - rule.confirm_hits:
             return None, "drop"
         return state, None
     if state.absent_s >= rule.clear_seconds and state.misses >= rule.clear_min_checks:
         return None, "cleared"
     return state, None
+
+
+def unreported(
+    state: TrackState | None, rule: ConfirmRule, t: float, sighting: Sighting | None
+) -> TrackState | None:
+    """The state to keep when the event ``confirm_track(state, rule, t, sighting)`` decided on
+    could not be reported (the outbox could not store it): what the run saw is taken, the
+    change is not. A track that was to be confirmed stays tentative, one that was to be
+    cleared stays confirmed and missing, an update stays unreported; so the next run that
+    still sees it (or still misses it) decides the same change again at once, and one that
+    no longer does drops it."""
+    if state is None:
+        return None if sighting is None else _start(t, sighting)
+    return _observe(state, rule, t, sighting)
 
 
 def _maybe_confirm(

@@ -90,6 +90,28 @@ class OutboxSettings(EdgeModel):
         title="Safety kinds",
         description="Event kinds evicted last: only when nothing else is left to evict.",
     )
+    resend_before_loss_s: float = Field(
+        default=5,
+        ge=0,
+        title="Resend before a lost connection",
+        description=(
+            "Messages the broker acknowledged this many seconds before the connection was lost"
+            " are sent again after the reconnect: a broker killed before it saved them to disk"
+            " (Mosquitto saves every autosave_interval) has lost them. 0: never."
+        ),
+    )
+    resend_after_connect_s: float = Field(
+        default=30,
+        ge=0,
+        title="Resend after a connect",
+        description=(
+            "Messages the broker acknowledged in the first this-many seconds after a (re)connect"
+            " are sent again once they have passed: a broker that has just restarted routes"
+            " them to no dispatcher until the dispatchers have subscribed again, and says so"
+            " ('No matching subscribers') only if nobody else subscribes. Longer than the"
+            " dispatchers' reconnect back-off. 0: never."
+        ),
+    )
 
 
 class EvidenceSettings(EdgeModel):

@@ -14,7 +14,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from edge.confirm import Action, ConfirmRule, NormBox, Sighting, TrackState, confirm_track, iou
+from edge.confirm import (
+    Action,
+    ConfirmRule,
+    NormBox,
+    Sighting,
+    TrackState,
+    confirm_track,
+    iou,
+    unreported,
+)
 from edge.settings import TrackingSettings
 
 
@@ -39,13 +48,15 @@ class Track:
 
 @dataclass(frozen=True)
 class TrackChange:
-    """An event-worthy change of a track, with the state it was in and what was seen."""
+    """An event-worthy change of a track, with the state it was in and what was seen, and the
+    state to keep instead if its event cannot be reported (``Tracker.keep_unreported``)."""
 
     track_id: str
     class_name: str
     action: Action
     state: TrackState
     seen: Candidate | None
+    unreported: TrackState | None
 
 
 def _centre_distance(a: NormBox, b: NormBox) -> float:
@@ -109,13 +120,23 @@ class Tracker:
             seen = candidates[j] if j is not None else None
             sighting = Sighting(seen.confidence, seen.box) if seen is not None else None
             before = track.state
-            state, action = confirm_track(before, rule_for(track.class_name), t, sighting)
+            rule = rule_for(track.class_name)
+            state, action = confirm_track(before, rule, t, sighting)
             if state is None:
                 del self.tracks[tid]
             else:
                 track.state = state
             if action is not None:
-                changes.append(TrackChange(tid, track.class_name, action, state or before, seen))
+                changes.append(
+                    TrackChange(
+                        tid,
+                        track.class_name,
+                        action,
+                        state or before,
+                        seen,
+                        unreported(before, rule, t, sighting),
+                    )
+                )
         taken = set(matched.values())
         for j, cand in enumerate(candidates):
             if j in taken or not cand.can_start:
@@ -126,17 +147,36 @@ class Tracker:
                 for tr in self.tracks.values()
             ):
                 continue  # a second box on an object that already has a track
-            state, action = confirm_track(
-                None, rule_for(cand.class_name), t, Sighting(cand.confidence, cand.box)
-            )
+            rule = rule_for(cand.class_name)
+            sighting = Sighting(cand.confidence, cand.box)
+            state, action = confirm_track(None, rule, t, sighting)
             if state is None:
                 continue
             tid = uuid.uuid4().hex[:12]
             self.tracks[tid] = Track(tid, cand.class_name, state)
             self.started += 1
             if action is not None:
-                changes.append(TrackChange(tid, cand.class_name, action, state, cand))
+                changes.append(
+                    TrackChange(
+                        tid,
+                        cand.class_name,
+                        action,
+                        state,
+                        cand,
+                        unreported(None, rule, t, sighting),
+                    )
+                )
         return changes
+
+    def keep_unreported(self, change: TrackChange) -> None:
+        """The change's event could not be stored: keep its track as if the change had not
+        been decided (``confirm.unreported``), so a later check decides it again."""
+        if change.unreported is None:
+            self.tracks.pop(change.track_id, None)
+        else:
+            self.tracks[change.track_id] = Track(
+                change.track_id, change.class_name, change.unreported
+            )
 
     def needs_checks(self) -> bool:
         """True while a track waits for confirmation or for clearing: run the detector."""

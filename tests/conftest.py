@@ -110,7 +110,7 @@ def device_bus(site: Site, mosquitto: MosquittoServer) -> Iterator[DeviceFactory
     connect, made = bus_factory(site, mosquitto.port)
     yield connect
     for bus in made:
-        bus.stop()
+        bus.stop(end_session=True)  # a session left behind would still subscribe on this broker
 
 
 def dispatcher_settings(

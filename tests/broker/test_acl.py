@@ -23,7 +23,14 @@ def collect(bus: BusClient, topic_filter: str) -> list[Delivery]:
 def test_device_cannot_publish_as_another_device(
     site: Site, device_bus: Callable[..., BusClient]
 ) -> None:
-    watcher = device_bus("dispatcher", site.broker.dispatcher_password.get_secret_value())
+    # No session left behind: a persistent one would hold a subscription to every device's
+    # events for a day, across broker restarts, and take events meant for the dispatcher.
+    watcher = device_bus(
+        "dispatcher",
+        site.broker.dispatcher_password.get_secret_value(),
+        clean_start=True,
+        session_expiry_s=0,
+    )
     seen = collect(watcher, topics.all_edge("event"))
     watcher.start(wait_s=10)
     intruder = device_bus("edge-01")
@@ -41,7 +48,12 @@ def test_device_cannot_publish_as_another_device(
 def test_device_cannot_push_tickets_or_read_other_commands(
     site: Site, device_bus: Callable[..., BusClient]
 ) -> None:
-    dispatcher = device_bus("dispatcher", site.broker.dispatcher_password.get_secret_value())
+    dispatcher = device_bus(
+        "dispatcher",
+        site.broker.dispatcher_password.get_secret_value(),
+        clean_start=True,
+        session_expiry_s=0,
+    )
     tickets_seen = collect(dispatcher, f"{topics.ROOT}/worker/+/tickets")
     dispatcher.start(wait_s=10)
     spy = device_bus("edge-01")

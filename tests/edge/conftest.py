@@ -176,6 +176,7 @@ def listen(site: Site, mosquitto: MosquittoServer) -> Iterator[ListenerFactory]:
                 username="dispatcher",
                 password=site.broker.dispatcher_password.get_secret_value(),
                 clean_start=not persistent,
+                session_expiry_s=24 * 3600 if persistent else 0,
             )
         )
         listener = Listener(bus)
@@ -188,7 +189,9 @@ def listen(site: Site, mosquitto: MosquittoServer) -> Iterator[ListenerFactory]:
 
     yield make
     for listener in made:
-        listener.bus.stop()
+        # A session left behind would keep a subscription to the events (restored when the
+        # broker restarts) and make a restarted broker's "No matching subscribers" a success.
+        listener.bus.stop(end_session=True)
 
 
 def clear_retained(listener: Listener, device_id: str = "edge-01") -> None:

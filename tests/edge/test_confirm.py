@@ -171,3 +171,72 @@ def test_iou() -> None:
     assert iou(PILE, PILE) == pytest.approx(1.0)
     assert iou((0, 0, 0.1, 0.1), (0.2, 0.2, 0.3, 0.3)) == 0.0
     assert iou((0, 0, 0.2, 0.2), (0.1, 0, 0.3, 0.2)) == pytest.approx(1 / 3)
+
+
+def run_unreported(
+    tracker: Tracker, frames: Iterable[tuple[float, list[Candidate]]], lost: set[float]
+) -> list[tuple[float, str]]:
+    """Like ``run``, but the events decided at the times in ``lost`` could not be stored."""
+    out: list[tuple[float, str]] = []
+    for t, cands in frames:
+        for ch in tracker.check(cands, t, lambda _c: RULE):
+            if ch.action == "drop":
+                continue
+            if t in lost:
+                tracker.keep_unreported(ch)
+            else:
+                out.append((t, ch.action))
+    return out
+
+
+def test_an_unreported_new_is_decided_again_by_the_next_check_that_sees_it() -> None:
+    tracker = Tracker(TrackingSettings())
+    frames = [(t, [cand()]) for t in every(0.5, 0, 30)]
+    assert run_unreported(tracker, frames, lost={10.0, 10.5}) == [(11.0, "new")]
+
+
+def test_an_unreported_new_waits_through_misses_and_is_dropped_like_any_tentative_track() -> None:
+    tracker = Tracker(TrackingSettings())
+    seen = [(t, [cand()] if t <= 10.0 or t >= 11.0 else []) for t in every(0.5, 0, 30)]
+    assert run_unreported(tracker, seen, lost={10.0}) == [(11.0, "new")]
+    tracker = Tracker(TrackingSettings())
+    gone = [(t, [cand()] if t <= 10.0 else []) for t in every(0.5, 0, 30)]
+    assert run_unreported(tracker, gone, lost={10.0}) == []
+    assert tracker.tracks == {}
+
+
+def test_an_unreported_new_of_a_track_confirmed_at_its_first_sighting_is_kept() -> None:
+    at_once = ConfirmRule(confirm_hits=1, confirm_checks=1, confirm_seconds=0)
+    tracker = Tracker(TrackingSettings())
+    changes = tracker.check([cand()], 0.0, lambda _c: at_once)
+    assert [c.action for c in changes] == ["new"]
+    tracker.keep_unreported(changes[0])
+    (track,) = tracker.tracks.values()
+    assert track.state.phase == "tentative"
+    assert [c.action for c in tracker.check([cand()], 0.5, lambda _c: at_once)] == ["new"]
+
+
+def test_an_unreported_cleared_keeps_the_track_until_a_clear_is_stored() -> None:
+    tracker = Tracker(TrackingSettings())
+    frames = [(t, [cand()] if t < 20 else []) for t in every(0.5, 0, 60)]
+    assert actions(run(Tracker(TrackingSettings()), frames)) == [(10.0, "new"), (40.0, "cleared")]
+    assert run_unreported(tracker, frames, lost={40.0}) == [(10.0, "new"), (40.5, "cleared")]
+    assert tracker.tracks == {}
+
+
+def test_an_unreported_cleared_is_forgotten_when_the_object_comes_back() -> None:
+    tracker = Tracker(TrackingSettings())
+    frames = [(t, [cand()] if t < 20 or t > 40 else []) for t in every(0.5, 0, 60)]
+    assert run_unreported(tracker, frames, lost={40.0}) == [(10.0, "new")]
+    (track,) = tracker.tracks.values()
+    assert track.state.phase == "confirmed" and not track.state.missing
+
+
+def test_an_unreported_update_is_decided_again() -> None:
+    tracker = Tracker(TrackingSettings())
+    frames = [(t, [cand(conf=0.9 if t < 70 else 0.4)]) for t in every(1.0, 0, 90)]
+    reported = actions(run(Tracker(TrackingSettings()), frames))
+    first_update = next(t for t, a in reported if a == "update")
+    changes = run_unreported(tracker, frames, lost={first_update})
+    assert [a for _, a in changes] == ["new", "update"]
+    assert changes[1][0] == first_update + 1.0

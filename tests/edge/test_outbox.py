@@ -116,3 +116,25 @@ def test_byte_bound(tmp_path: Path) -> None:
     for _ in range(5):
         box.add(topics.command_result("edge-01"), big)
     assert box.size_bytes <= 1024 * 1024 and box.depth == 3 and box.evicted == 2
+
+
+def test_acknowledged_rows_wait_to_be_sent_again_in_their_old_places(tmp_path: Path) -> None:
+    clock = ManualClock()
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path, OutboxSettings(), clock)
+    events = [box.add_event(TOPIC, event_builder(clock)) for _ in range(4)]
+    rows = box.after(0, 10)
+    assert box.acknowledge([rows[0].id, rows[1].id]) == 2
+    clock.advance(seconds=10)
+    assert box.acknowledge([rows[2].id, rows[2].id]) == 1
+    assert box.depth == 1 and box.kept_acknowledged == 3
+    assert box.newest_acknowledgement() == clock.now().timestamp()
+    box.close()  # kept across a restart of the agent
+    box = Outbox(path, OutboxSettings(), clock)
+    assert box.replay(clock.now().timestamp() - 5) == [rows[2].id]
+    assert [r.event_id for r in box.after(0, 10)] == [str(e.event_id) for e in events[2:]]
+    assert box.depth == 2 and box.kept_acknowledged == 2
+    assert box.purge_acknowledged(clock.now().timestamp() - 5) == 2
+    assert box.purge_acknowledged(clock.now().timestamp()) == 0
+    assert box.kept_acknowledged == 0 and box.replay(0) == []
+    box.close()

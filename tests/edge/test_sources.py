@@ -189,7 +189,7 @@ def test_a_lost_http_stream_is_reported_and_reconnected(fake_model: Path) -> Non
         }
     )
     detector = {"type": "onnx", "model": str(fake_model), "threads": 1}
-    worker = CameraWorker(cam, settings, detector, DetectorPool(), lambda b: None, SystemClock())
+    worker = CameraWorker(cam, settings, detector, DetectorPool(), lambda b: True, SystemClock())
     worker.start()
     try:
         wait_until(lambda: worker.counters.samples >= 5 and worker.state == "ok", 15)

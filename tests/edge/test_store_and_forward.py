@@ -108,12 +108,15 @@ def test_broker_outage_every_event_arrives_in_order_none_twice_at_the_dispatcher
             stop_writing.set()
             writer.join()
             time.sleep(0.5)  # the last readings still in the line
+            # Delivered, and past the time in which what the restarted broker acknowledged is
+            # sent again (another session subscribed to the events would have taken it).
             wait_until(
                 lambda: (
                     agent.outbox is not None
                     and agent.outbox.depth == 0
                     and agent.publisher is not None
                     and agent.publisher.in_flight == 0
+                    and not agent.publisher.settling
                 ),
                 90,
             )
@@ -216,7 +219,13 @@ def test_events_no_one_subscribed_to_are_kept_until_a_dispatcher_subscribes(
                     time.sleep(0.05)
                 assert agent.publisher is not None and agent.outbox is not None
                 wait_until(
-                    lambda: agent.publisher is not None and agent.publisher.unrouted >= 6, 15
+                    lambda: (
+                        agent.outbox is not None
+                        and agent.outbox.last_seq == 6
+                        and agent.publisher is not None
+                        and agent.publisher.unrouted >= 1
+                    ),
+                    15,
                 )
                 assert agent.outbox.depth == 6  # nothing deleted on a PUBACK that routed nowhere
                 consumer.start(wait_s=10)

@@ -68,9 +68,7 @@ KNOWN_FLAKY: dict[str, set[str]] = {
     }
     for name in ("broker", "broker-behind", "broker-behind-durable", "in-a-row")
 }
-KNOWN_OPEN: dict[str, set[str]] = {
-    "broker-behind": {"zero events lost", "drained"},
-}
+KNOWN_OPEN: dict[str, set[str]] = {}
 
 
 def run_scenario(name: str, folder: Path, influx: InfluxServer, params: dict[str, Any]) -> Outcome:
