@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -48,6 +48,7 @@ from config.loader import ConfigError
 from config.site import ClassRule, Sensor
 from edge.camera import CameraSnapshot, CameraWorker, DetectorPool, EventBuilder
 from edge.commands import VerifyCheck, judge_verify
+from edge.detect.metadata import ModelMetadata, sidecar_path
 from edge.evidence import Mark, make_evidence
 from edge.outbox import Outbox, OutboxPublisher
 from edge.sensors import (
@@ -59,7 +60,13 @@ from edge.sensors import (
     make_reader,
     unreported,
 )
-from edge.settings import EdgeCamera, EdgeSettings, LoadedSettings, load_edge_settings
+from edge.settings import (
+    EdgeCamera,
+    EdgeSettings,
+    LoadedSettings,
+    load_edge_settings,
+    model_default_rule,
+)
 from edge.sources import Frame
 from edge.status import StatusReporter
 
@@ -131,12 +138,33 @@ class PrintSink:
         self.print(topic, payload)
 
 
-def detector_floor(settings: EdgeSettings, cameras: Sequence[EdgeCamera]) -> float:
-    """The lowest ``keep_confidence`` any rule uses: the detector must report down to it."""
+def detector_floor(
+    settings: EdgeSettings,
+    cameras: Sequence[EdgeCamera],
+    model_thresholds: Mapping[str, float] | None = None,
+) -> float:
+    """The lowest ``keep_confidence`` any rule uses, including the rules made from the model's
+    operating thresholds for classes the site does not configure: the detector must report
+    down to it."""
     rules: list[ClassRule] = [ClassRule(), *settings.classes.values()]
     for cam in cameras:
         rules += cam.classes.values()
+    rules += [model_default_rule(t) for t in (model_thresholds or {}).values()]
     return min(r.keep_confidence for r in rules)
+
+
+def sidecar_thresholds(model: object) -> dict[str, float]:
+    """The operating thresholds in a model file's metadata record, read without loading the
+    model (empty when it has none or it cannot be read: loading it reports that)."""
+    if not isinstance(model, str | Path):
+        return {}
+    sidecar = sidecar_path(Path(model))
+    try:
+        meta = ModelMetadata.model_validate_json(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.debug("no thresholds from %s: %s", sidecar, exc)
+        return {}
+    return dict(meta.thresholds)
 
 
 class EdgeAgent:
@@ -315,7 +343,11 @@ class EdgeAgent:
         source changed); ``restart_ended`` also restarts workers whose source ended or failed.
         """
         cams = self._effective_cameras()
-        floor = detector_floor(self.settings, list(cams.values()))
+        thresholds: dict[str, float] = {}
+        for cam in cams.values():
+            model = self._detector_config(cam, 0.0).get("model")
+            thresholds.update(sidecar_thresholds(model))
+        floor = detector_floor(self.settings, list(cams.values()), thresholds)
         keys: set[str] = set()
         for cam_id, running in list(self.workers.items()):
             if cam_id not in cams or not cams[cam_id].enabled:
@@ -493,7 +525,7 @@ class EdgeAgent:
 
     def _verify(self, cmd: Command, worker: CameraWorker) -> None:
         kind = cmd.kind or ""
-        keep = self.settings.rule_for(worker.camera, kind).keep_confidence
+        keep = worker.class_rule(kind).keep_confidence
 
         def done(seen: list[tuple[Frame, Any]]) -> None:
             checks = [

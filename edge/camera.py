@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from broker.messages import Event, Evidence
 from config.clock import Clock
+from config.site import ClassRule
 from edge.confirm import ConfirmRule
 from edge.detect import Detection, Detector, build_detector
 from edge.evidence import Mark, make_evidence
@@ -395,10 +396,14 @@ class CameraWorker:
             self._set_state("error", str(exc))
         return self.detector
 
+    def class_rule(self, class_name: str) -> ClassRule:
+        """The class's rule on this camera; unconfigured classes start at the model's own
+        operating threshold."""
+        model = self.detector.detector.operating_thresholds if self.detector is not None else {}
+        return self.settings.rule_for(self.camera, class_name, model.get(class_name))
+
     def rule(self, class_name: str) -> ConfirmRule:
-        return ConfirmRule.of(
-            self.settings.rule_for(self.camera, class_name), self.settings.tracking
-        )
+        return ConfirmRule.of(self.class_rule(class_name), self.settings.tracking)
 
     def candidates(self, dets: list[Detection], width: int, height: int) -> list[Candidate]:
         """Detections this camera may report: class rules, area, zones and masks applied."""
@@ -406,7 +411,7 @@ class CameraWorker:
         for d in dets:
             if d.class_name in self.settings.ignore_classes:
                 continue
-            rule = self.settings.rule_for(self.camera, d.class_name)
+            rule = self.class_rule(d.class_name)
             if d.confidence < rule.keep_confidence:
                 continue
             box = clip_box(d, width, height)

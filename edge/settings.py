@@ -340,13 +340,32 @@ class EdgeSettings(EdgeModel):
                 raise ValueError(f"{label}: duplicate ids {dupes}")
         return self
 
-    def rule_for(self, camera: Camera, class_name: str) -> ClassRule:
-        """The rule in force: the camera's, else the box's, else the defaults."""
-        return camera.classes.get(class_name) or self.classes.get(class_name) or ClassRule()
+    def rule_for(
+        self, camera: Camera, class_name: str, model_threshold: float | None = None
+    ) -> ClassRule:
+        """The rule in force: the camera's, else the box's, else the defaults starting tracks
+        at the model's operating threshold for the class (``model_default_rule``)."""
+        configured = camera.classes.get(class_name) or self.classes.get(class_name)
+        return configured if configured is not None else model_default_rule(model_threshold)
 
     def detector_config(self, camera: EdgeCamera) -> dict[str, Any]:
         """The camera's detector config (its own or the box's)."""
         return dict(camera.detector) if camera.detector is not None else dict(self.detector)
+
+
+# A track found at the model's operating threshold is kept down to this share of it (and never
+# above the default keep threshold): the same hysteresis as the defaults' 0.35 / 0.2.
+KEEP_SHARE = 0.6
+
+
+def model_default_rule(model_threshold: float | None) -> ClassRule:
+    """The rule of a class the site does not configure: the defaults, with tracks started at
+    the model's operating threshold (chosen on val, in its metadata) when it has one."""
+    base = ClassRule()
+    if model_threshold is None:
+        return base
+    keep = min(base.keep_confidence, round(KEEP_SHARE * model_threshold, 4))
+    return ClassRule(min_confidence=model_threshold, keep_confidence=keep)
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,13 @@ class Detector(ABC):
     def model_version(self) -> str:
         """A short string naming the model build, carried in events."""
 
+    @property
+    def operating_thresholds(self) -> Mapping[str, float]:
+        """The model's own per-class operating thresholds (its metadata: best F1 on val);
+        empty when the model carries none. The camera starts tracks at these unless the site
+        configures a class's ``min_confidence``."""
+        return {}
+
     @abstractmethod
     def detect(self, frame_bgr: FrameBGR) -> list[Detection]:
         """Detections in ``frame_bgr`` (HxWx3 uint8 BGR), highest confidence first."""

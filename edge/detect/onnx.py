@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,6 +118,10 @@ class OnnxDetector(Detector):
     @property
     def input_size(self) -> tuple[int, int]:
         return self.metadata.input_size
+
+    @property
+    def operating_thresholds(self) -> Mapping[str, float]:
+        return dict(self.metadata.thresholds)
 
     @property
     def model_version(self) -> str:

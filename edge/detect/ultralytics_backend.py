@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,6 +81,7 @@ class UltralyticsDetector(Detector):
             else None
         )
         thresholds = meta.thresholds if meta else {}
+        self._operating = dict(thresholds)
         ckpt_args = getattr(self._model.model, "args", None) or {}
         imgsz = config.imgsz or (meta.input_size[0] if meta else int(ckpt_args.get("imgsz", 640)))
         self._imgsz = imgsz
@@ -100,6 +102,10 @@ class UltralyticsDetector(Detector):
     @property
     def model_version(self) -> str:
         return self._version
+
+    @property
+    def operating_thresholds(self) -> Mapping[str, float]:
+        return self._operating
 
     def detect(self, frame_bgr: FrameBGR) -> list[Detection]:
         result = self._model.predict(
