@@ -9,6 +9,7 @@ from typing import Literal
 
 from config.site import WEEKDAYS, Shift, Site, Worker
 from dispatcher.grids import distance_m
+from dispatcher.reasons import Reason, ReasonCode
 
 
 def _within(start: datetime, end: datetime, at: datetime) -> bool:
@@ -91,7 +92,7 @@ class Assignment:
 
     worker_id: str | None
     via: Literal["home", "neighbour", "supervisor"]
-    reason: str
+    reason: Reason
 
 
 def choose_worker(
@@ -111,7 +112,7 @@ def choose_worker(
     declined or timed out on this ticket.
     """
     if grid_id is None:
-        return Assignment(None, "supervisor", "position is outside every grid cell")
+        return Assignment(None, "supervisor", Reason(ReasonCode.ASSIGN_OUTSIDE))
 
     def best(cell: str) -> str | None:
         candidates = [
@@ -131,15 +132,17 @@ def choose_worker(
 
     home = best(grid_id)
     if home is not None:
-        return Assignment(home, "home", f"on duty in {grid_id}")
+        return Assignment(home, "home", Reason(ReasonCode.ASSIGN_HOME, {"grid": grid_id}))
     if site.no_worker.fallback == "neighbour_then_supervisor":
         for neighbour in site.grid(grid_id).neighbours:
             other = best(neighbour)
             if other is not None:
                 return Assignment(
-                    other, "neighbour", f"nobody on duty in {grid_id}; {neighbour} covers"
+                    other,
+                    "neighbour",
+                    Reason(ReasonCode.ASSIGN_NEIGHBOUR, {"grid": grid_id, "neighbour": neighbour}),
                 )
-    return Assignment(None, "supervisor", f"nobody on duty in {grid_id} or its neighbours")
+    return Assignment(None, "supervisor", Reason(ReasonCode.ASSIGN_NOBODY, {"grid": grid_id}))
 
 
 def supervisor_for(site: Site, street_id: str | None) -> str | None:

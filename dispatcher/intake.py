@@ -62,6 +62,7 @@ from dispatcher.incidents import (
     track_key,
 )
 from dispatcher.lifecycle import Status, Transition
+from dispatcher.reasons import CloseReason, Reason, ReasonCode
 from dispatcher.store.schema import (
     UtcDateTime,
     dead_letters,
@@ -1010,10 +1011,12 @@ class Intake:
                 Transition.CANCELLED,
                 at=max(o.ts, ticket["opened_at"]),
                 actor=f"device:{o.device_id}",
-                reason=f"cleared by {o.source_type} {o.source_id} before anyone arrived",
-                close_reason="cleared_by_camera"
-                if o.source_type == "camera"
-                else "cleared_by_sensor",
+                reason=Reason(ReasonCode.CLEARED, {"by": o.source_type, "id": o.source_id}),
+                close_reason=(
+                    CloseReason.CLEARED_BY_CAMERA
+                    if o.source_type == "camera"
+                    else CloseReason.CLEARED_BY_SENSOR
+                ).value,
             )
         elif status is Status.RESOLVED:
             ctx.forget_incident(inc.id)  # closed if the verification says so

@@ -40,6 +40,7 @@ from dispatcher.intake import (
 )
 from dispatcher.lifecycle import InvalidTransition, Status, Transition
 from dispatcher.push import PushHub, PushShipper
+from dispatcher.reasons import Reason, ReasonCode
 from dispatcher.settings import PLACEHOLDER_SECRET, DispatcherSettings
 from dispatcher.store.db import make_engine, migrate
 from dispatcher.store.schema import (
@@ -237,10 +238,10 @@ class Dispatcher:
                 self.site,
                 ticket_id,
                 at=at,
-                actor="system",
+                actor=tickets.SYSTEM_ACTOR,
                 exclude=frozenset({worker_id}),
                 positions=worker_positions(conn),
-                reason=f"declined by {worker_id}",
+                reason=Reason(ReasonCode.DECLINED_BY, {"worker": worker_id}),
             )
         self.committed()
         return row

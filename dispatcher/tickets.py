@@ -23,11 +23,14 @@ from dispatcher.lifecycle import (
     next_status,
     next_timer,
 )
+from dispatcher.reasons import CloseReason, Reason, as_reason, audit_columns
 from dispatcher.store.schema import audit, incidents, tickets
 
 log = logging.getLogger(__name__)
 
 _KEEP = object()
+# The actor of the dispatcher's own assignments.
+SYSTEM_ACTOR = "system"
 # The actor of reassignments made because a worker did not accept in time; such a worker is
 # not offered the same ticket again.
 ACCEPT_TIMEOUT_ACTOR = "timer:accept_timeout"
@@ -146,7 +149,15 @@ def open_assigned(
         [
             audit_row(ticket_id, Transition.OPENED, None, Status.OPEN, at, actor, None, None, None),
             audit_row(
-                ticket_id, second, current, target, assign_at, "system", worker, None, choice.reason
+                ticket_id,
+                second,
+                current,
+                target,
+                assign_at,
+                SYSTEM_ACTOR,
+                worker,
+                None,
+                choice.reason,
             ),
         ],
     )
@@ -157,7 +168,7 @@ def open_assigned(
         ticket_id,
         second.value,
         f" to {worker}" if worker else "",
-        choice.reason,
+        choice.reason.text,
         extra={"ticket_id": ticket_id, "worker_id": worker},
     )
     return row
@@ -208,10 +219,11 @@ def apply(
     at: datetime,
     actor: str,
     worker_id: Any = _KEEP,
-    reason: str | None = None,
+    reason: Reason | str | None = None,
     **changes: Any,
 ) -> RowMapping:
-    """Move a ticket through one lifecycle step; one audit row per call.
+    """Move a ticket through one lifecycle step; one audit row per call. ``reason`` is a
+    Reason, or a person's own words.
 
     Raises InvalidTransition when the lifecycle does not allow it, StaleTicket when another
     writer changed the ticket between our read and our write. The ticket's next timer is
@@ -230,12 +242,13 @@ def step(
     at: datetime,
     actor: str,
     worker_id: Any = _KEEP,
-    reason: str | None = None,
+    reason: Reason | str | None = None,
     **changes: Any,
 ) -> dict[str, Any]:
     """``apply`` on a row the caller has read (and on PostgreSQL locked) in this transaction;
     returns the ticket as it is now."""
     ticket_id = int(row["id"])
+    why = as_reason(reason)
     values, current, target, new_worker = transition_values(row, transition, at, worker_id, changes)
     after = {**row, **values}
     values["timer_at"] = after["timer_at"] = next_timer(after)
@@ -254,7 +267,7 @@ def step(
         actor,
         new_worker,
         row["worker_id"],
-        reason,
+        why,
     )
     if target in FINAL:
         conn.execute(_INCIDENT_STATUS, {"b_id": row["incident_id"], "status": "closed"})
@@ -266,7 +279,7 @@ def step(
         transition.value,
         current.value,
         target.value,
-        f" ({reason})" if reason else "",
+        f" ({why.text})" if why else "",
         extra={"ticket_id": ticket_id, "worker_id": new_worker},
     )
     return after
@@ -313,9 +326,11 @@ def transition_values(
         values["closed_at"] = at
         values.setdefault(
             "close_reason",
-            {Status.CLOSED: "fixed", Status.CANCELLED: "cleared", Status.REJECTED: "false_alarm"}[
-                target
-            ],
+            {
+                Status.CLOSED: CloseReason.FIXED,
+                Status.CANCELLED: CloseReason.CLEARED,
+                Status.REJECTED: CloseReason.FALSE_ALARM,
+            }[target].value,
         )
     values["version"] = row["version"] + 1
     return values, current, target, new_worker
@@ -331,7 +346,7 @@ def _audit(
     actor: str,
     worker_id: str | None,
     from_worker_id: str | None,
-    reason: str | None,
+    reason: Reason | str | None,
 ) -> None:
     conn.execute(
         _INSERT_AUDIT,
@@ -350,9 +365,10 @@ def audit_row(
     actor: str,
     worker_id: str | None,
     from_worker_id: str | None,
-    reason: str | None,
+    reason: Reason | str | None,
 ) -> dict[str, Any]:
-    """One audit row: who (actor), when, from, to, why; not yet pushed or in InfluxDB."""
+    """One audit row: who (actor), when, from, to, why (the English text, and the code and
+    parameters that the pages translate); not yet pushed or in InfluxDB."""
     return {
         "ticket_id": ticket_id,
         "at": at,
@@ -362,7 +378,7 @@ def audit_row(
         "to_status": target.value,
         "worker_id": worker_id,
         "from_worker_id": from_worker_id,
-        "reason": reason,
+        **audit_columns(reason),
         "pushed": False,
         "metric_sent": False,
     }
@@ -405,7 +421,7 @@ def assign(
     actor: str,
     exclude: frozenset[str] = frozenset(),
     positions: Mapping[str, tuple[float, float]] | None = None,
-    reason: str | None = None,
+    reason: Reason | str | None = None,
     load_by_worker: MutableMapping[str, int] | None = None,
     escalate_if_none: bool = True,
 ) -> RowMapping:
@@ -434,7 +450,7 @@ def assign_row(
     actor: str,
     exclude: frozenset[str] = frozenset(),
     positions: Mapping[str, tuple[float, float]] | None = None,
-    reason: str | None = None,
+    reason: Reason | str | None = None,
     load_by_worker: MutableMapping[str, int] | None = None,
     escalate_if_none: bool = True,
 ) -> Mapping[Any, Any]:
@@ -442,7 +458,8 @@ def assign_row(
 
     Workers who declined it or let it time out are never chosen again. With nobody available
     the ticket goes back to open (if someone had it) and is escalated to the street
-    supervisor's queue (unless ``escalate_if_none`` is off: then nothing changes).
+    supervisor's queue (unless ``escalate_if_none`` is off: then nothing changes). ``reason``
+    (why the ticket is being assigned again, if it is) is kept as the cause of the choice.
     ``load_by_worker`` is a running count of open tickets per worker that the caller keeps
     across many assignments (one query instead of one per ticket); it is updated here.
     """
@@ -478,8 +495,8 @@ def assign_row(
         return step(conn, row, Transition.ESCALATED, at=at, actor=actor, reason=choice.reason)
     first = Status(row["status"]) is Status.OPEN and row["assigned_at"] is None
     transition = Transition.ASSIGNED if first else Transition.REASSIGNED
-    note = choice.reason if reason is None else f"{reason}; {choice.reason}"
-    out = step(conn, row, transition, at=at, actor=actor, worker_id=choice.worker_id, reason=note)
+    why = choice.reason.because(as_reason(reason))
+    out = step(conn, row, transition, at=at, actor=actor, worker_id=choice.worker_id, reason=why)
     if load_by_worker is not None:
         load_by_worker[choice.worker_id] = load_by_worker.get(choice.worker_id, 0) + 1
         previous = row["worker_id"]

@@ -35,6 +35,7 @@ from dispatcher import verify
 from dispatcher.accounts import worker_positions
 from dispatcher.assign import in_shift, next_shift_change
 from dispatcher.lifecycle import Status, TimerKind, Transition, due_timers, next_timer
+from dispatcher.reasons import Reason, ReasonCode, utc_iso
 from dispatcher.store.schema import tickets
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,6 @@ class Fired:
     ticket_id: int
     kind: TimerKind | str
     outcome: str
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:g} min"
 
 
 class Timers:
@@ -193,7 +190,7 @@ class Timers:
                     Transition.ESCALATED,
                     at=now,
                     actor=verify.REVIEW_ACTOR,
-                    reason="verification undecided",
+                    reason=Reason(ReasonCode.VERIFY_UNDECIDED),
                     review_at=now,
                 )
                 return "review"
@@ -207,7 +204,10 @@ class Timers:
                 actor=ticket_ops.ACCEPT_TIMEOUT_ACTOR,
                 exclude=frozenset({str(t["worker_id"])}) if t["worker_id"] else frozenset(),
                 positions=worker_positions(conn),
-                reason=f"{t['worker_id']} did not accept within {_minutes(t['accept_timeout_s'])}",
+                reason=Reason(
+                    ReasonCode.ACCEPT_TIMEOUT,
+                    {"worker": str(t["worker_id"]), "seconds": float(t["accept_timeout_s"])},
+                ),
             )
             return f"to {after['worker_id']}" if after["worker_id"] else "to the supervisor"
         if kind is TimerKind.REMINDER:
@@ -217,7 +217,7 @@ class Timers:
                 Transition.REMINDED,
                 at=now,
                 actor=REMINDER_ACTOR,
-                reason=f"due by {t['deadline']:%Y-%m-%d %H:%M} UTC",
+                reason=Reason(ReasonCode.REMINDER, {"deadline": utc_iso(t["deadline"])}),
                 reminded_at=now,
             )
             return "reminded"
@@ -227,7 +227,7 @@ class Timers:
             Transition.ESCALATED,
             at=now,
             actor=SLA_ACTOR,
-            reason=f"SLA deadline {t['deadline']:%Y-%m-%d %H:%M} UTC passed",
+            reason=Reason(ReasonCode.SLA_BREACHED, {"deadline": utc_iso(t["deadline"])}),
             breached_at=now,
         )
         return "escalated"
@@ -282,7 +282,7 @@ class Timers:
                 actor=SHIFT_ACTOR,
                 exclude=frozenset({before}) if before else frozenset(),
                 positions=worker_positions(conn),
-                reason="shift change" if before else "a worker is on duty now",
+                reason=Reason(ReasonCode.SHIFT_CHANGE if before else ReasonCode.ON_DUTY_NOW),
                 escalate_if_none=False,
             )
             if after["worker_id"] == before:

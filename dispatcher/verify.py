@@ -15,6 +15,7 @@ from broker.messages import Command, CommandResult
 from config.site import Category, Site
 from dispatcher import tickets as ticket_ops
 from dispatcher.lifecycle import Status, Transition
+from dispatcher.reasons import Reason, ReasonCode
 from dispatcher.store.schema import evidence, incident_tracks, incidents, verifications
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ Verdict = Literal["close", "reopen", "wait", "review"]
 @dataclass(frozen=True)
 class Judgement:
     verdict: Verdict
-    reason: str
+    reason: Reason
 
 
 def judge(
@@ -48,17 +49,20 @@ def judge(
     """
     timeout = category.verify_timeout_seconds if timeout_s is None else timeout_s
     asked = list(asked)
+    by = "sensor" if category.verify == "sensor" else "camera"
     if any(o == "still_present" for o in outcomes.values()):
-        cams = ", ".join(c for c, o in outcomes.items() if o == "still_present")
-        return Judgement("reopen", f"camera {cams} still sees it")
+        seen = [c for c, o in outcomes.items() if o == "still_present"]
+        return Judgement("reopen", Reason(ReasonCode.VERIFY_STILL_PRESENT, {"by": by, "ids": seen}))
     if asked and all(outcomes.get(c) == "clear" for c in asked):
-        return Judgement("close", f"verified clear by camera {', '.join(asked)}")
+        return Judgement("close", Reason(ReasonCode.VERIFY_CLEAR, {"by": by, "ids": asked}))
     if asked and now < resolved_at + timedelta(seconds=timeout):
-        return Judgement("wait", "waiting for the camera")
-    why = "no camera answered in time" if asked else "no camera covers it"
-    if photo and category.on_no_verification == "accept_with_photo":
-        return Judgement("close", f"{why}; accepted on the worker's photo")
-    return Judgement("review", f"{why}; needs the supervisor's review")
+        return Judgement("wait", Reason(ReasonCode.VERIFY_WAITING, {"by": by}))
+    accept = photo and category.on_no_verification == "accept_with_photo"
+    if asked:
+        code = ReasonCode.VERIFY_TIMEOUT_PHOTO if accept else ReasonCode.VERIFY_TIMEOUT_REVIEW
+        return Judgement("close" if accept else "review", Reason(code, {"by": by}))
+    code = ReasonCode.VERIFY_UNCOVERED_PHOTO if accept else ReasonCode.VERIFY_UNCOVERED_REVIEW
+    return Judgement("close" if accept else "review", Reason(code))
 
 
 def cameras_for(site: Site, incident: Mapping[Any, Any]) -> list[str]:

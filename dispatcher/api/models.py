@@ -192,12 +192,25 @@ class EvidencePublic(ApiModel):
 
 class AuditEntryPublic(ApiModel):
     at: datetime
-    actor: str
+    actor: str = Field(
+        description="who: worker:{id}, supervisor:{id}, admin:{id}, device:{id}, "
+        "citizen:open311, system, system:verify, system:review, timer:{kind}"
+    )
     transition: str
     from_status: str | None
     to_status: str
     worker_id: str | None
-    reason: str | None
+    reason: str | None = Field(description="why, in English (a person's reasons as typed)")
+    reason_code: str | None = Field(
+        description="why, as a stable code (note, assign.home, timer.sla_breached, "
+        "verify.clear…; the list is dispatcher/reasons.py's ReasonCode); null when there is "
+        "no reason, and in rows written before codes existed"
+    )
+    reason_params: dict[str, Any] | None = Field(
+        description="the code's parameters: grid, neighbour, worker, seconds, deadline (UTC), "
+        "by, id, ids, text; a reason that follows from another carries it as cause "
+        "({code, params})"
+    )
 
 
 class VerificationPublic(ApiModel):

@@ -170,6 +170,10 @@ audit = Table(
     Column("worker_id", String(64), comment="the assignee after the transition"),
     Column("from_worker_id", String(64), comment="the assignee before it"),
     Column("reason", Text),
+    Column(
+        "reason_code", String(48), comment="a code from dispatcher/reasons.py; NULL in older rows"
+    ),
+    Column("reason_params", JSON, comment="the parameters of reason_code"),
     Column("pushed", Boolean, nullable=False, default=False, comment="pushes delivered"),
     Column("metric_sent", Boolean, nullable=False, default=False, comment="point in InfluxDB"),
     Index("ix_audit_ticket", "ticket_id"),

@@ -67,6 +67,7 @@ def new_ticket(
     at: datetime,
     source: str = "camera",
     camera_ids: tuple[str, ...] = (),
+    actor: str = "test",
 ) -> int:
     """An open incident with its open ticket (no assignment), as intake would create it."""
     cell = GridIndex(site).locate(lat, lon)
@@ -88,7 +89,7 @@ def new_ticket(
     incident["id"] = conn.execute(
         insert(incidents).values(**incident).returning(incidents.c.id)
     ).scalar_one()
-    row = ticket_ops.open_ticket(conn, site=site, incident=incident, at=at, actor="test")
+    row = ticket_ops.open_ticket(conn, site=site, incident=incident, at=at, actor=actor)
     return int(row["id"])
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from config.site import NoWorkerPolicy, Site, Worker
 from dispatcher.assign import choose_worker, in_shift, next_shift_change, on_duty
 from dispatcher.grids import GridIndex, distance_m
+from dispatcher.reasons import Reason, ReasonCode
 
 
 def local(site: Site, hh: int, mm: int = 0, day: int = 5) -> datetime:
@@ -44,6 +45,7 @@ def test_least_open_load_then_nearest(site: Site) -> None:
         site=site, grid_id="g1", at=at, open_load={}, positions={}, target=(39.957, 116.417)
     )
     assert (pick.worker_id, pick.via) == ("w05", "home")
+    assert pick.reason == Reason(ReasonCode.ASSIGN_HOME, {"grid": "g1"})
     # Put w05 on the day shift too, so g1 has two workers by day.
     w01 = worker(site, "w01")
     both = site.model_copy(
@@ -97,15 +99,19 @@ def test_nobody_on_duty_goes_by_the_site_policy(site: Site) -> None:
         site=site, grid_id="g1", at=lunch, open_load={}, positions={}, target=(39.957, 116.417)
     )
     assert pick.via == "neighbour" and pick.worker_id == "w02"  # w03 (g3) lunches too
+    assert pick.reason == Reason(ReasonCode.ASSIGN_NEIGHBOUR, {"grid": "g1", "neighbour": "g2"})
+    assert pick.reason.text == "nobody on duty in g1; g2 covers"
     strict = site.model_copy(update={"no_worker": NoWorkerPolicy(fallback="supervisor")})
     pick = choose_worker(
         site=strict, grid_id="g1", at=lunch, open_load={}, positions={}, target=(39.957, 116.417)
     )
     assert (pick.worker_id, pick.via) == (None, "supervisor")
+    assert pick.reason == Reason(ReasonCode.ASSIGN_NOBODY, {"grid": "g1"})
     outside = choose_worker(
         site=site, grid_id=None, at=lunch, open_load={}, positions={}, target=(0.0, 0.0)
     )
-    assert outside.via == "supervisor" and "outside every grid cell" in outside.reason
+    assert outside.via == "supervisor" and outside.reason.code is ReasonCode.ASSIGN_OUTSIDE
+    assert outside.reason.text == "position is outside every grid cell"
 
 
 def test_grid_lookup_by_point_in_polygon(site: Site) -> None:

@@ -145,6 +145,18 @@ def test_decline_reassigns_and_tells_both_workers(
         "w01",
         "车坏了 / my bike is broken",
     )
+    assert declined["reason_params"] == {"text": "车坏了 / my bike is broken"}
+    with d.engine.connect() as conn:
+        moved = (
+            conn.execute(select(audit).where(audit.c.id > declined["id"]).order_by(audit.c.id))
+            .mappings()
+            .first()
+        )
+    assert moved is not None and moved["actor"] == "system"
+    assert (moved["reason_code"], moved["reason_params"]["cause"]) == (
+        "assign.neighbour",
+        {"code": "assign.declined_by", "params": {"worker": "w01"}},
+    )
 
 
 def test_camera_clear_closes_the_ticket(

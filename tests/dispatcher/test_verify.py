@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from config.site import Category, Site
+from dispatcher.reasons import Reason, ReasonCode
 from dispatcher.verify import judge
 
 RESOLVED = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -24,7 +25,9 @@ def test_a_silent_camera_closes_on_the_worker_s_photo(garbage: Category) -> None
     verdict = judge(
         category=garbage, outcomes={}, asked=["cam-01"], resolved_at=RESOLVED, now=LATE, photo=True
     )
-    assert verdict.verdict == "close" and "accepted on the worker's photo" in verdict.reason
+    assert verdict.verdict == "close"
+    assert verdict.reason == Reason(ReasonCode.VERIFY_TIMEOUT_PHOTO, {"by": "camera"})
+    assert verdict.reason.text == "no camera answered in time; accepted on the worker's photo"
 
 
 @pytest.mark.parametrize("asked", [["cam-01"], []], ids=["camera-silent", "no-camera"])
@@ -34,7 +37,10 @@ def test_without_a_photo_nothing_closes_on_it_the_supervisor_reviews(
     verdict = judge(
         category=garbage, outcomes={}, asked=asked, resolved_at=RESOLVED, now=LATE, photo=False
     )
-    assert verdict.verdict == "review" and "worker's photo" not in verdict.reason
+    assert verdict.verdict == "review" and "worker's photo" not in verdict.reason.text
+    assert verdict.reason.code is (
+        ReasonCode.VERIFY_TIMEOUT_REVIEW if asked else ReasonCode.VERIFY_UNCOVERED_REVIEW
+    )
 
 
 def test_a_photo_category_needs_the_photo(garbage: Category) -> None:
@@ -68,6 +74,10 @@ def test_the_camera_decides_before_any_policy(garbage: Category, site: Site) -> 
                 photo=photo,
             )
             assert (clear.verdict, seen.verdict) == ("close", "reopen")
+            assert clear.reason == Reason(
+                ReasonCode.VERIFY_CLEAR, {"by": "camera", "ids": ["cam-01"]}
+            )
+            assert seen.reason.text == "camera cam-01 still sees it"
     waiting = judge(
         category=garbage,
         outcomes={},

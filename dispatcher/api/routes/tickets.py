@@ -355,6 +355,8 @@ def get_ticket(ticket_id: TicketId, d: DispatcherDep, user: CurrentUser) -> Tick
                 to_status=a["to_status"],
                 worker_id=a["worker_id"],
                 reason=a["reason"],
+                reason_code=a["reason_code"],
+                reason_params=a["reason_params"],
             )
             for a in trail
         ],

@@ -11,7 +11,9 @@ import threading
 from pathlib import Path
 
 import httpx
+from sqlalchemy import insert
 
+from dispatcher.store.schema import audit
 from tests.conftest import wait_until
 from tests.dispatcher.api.conftest import Env, jpeg
 
@@ -57,6 +59,35 @@ def test_decline_hands_the_ticket_to_someone_else(env: Env) -> None:
     assert moved["worker_id"] != "w02"
     assert [a["transition"] for a in moved["audit"]][2] == "declined"
     assert w02.get(f"/tickets/{t['id']}").status_code == 404
+
+
+def test_each_audit_reason_comes_as_code_params_and_english(env: Env) -> None:
+    t = env.ticket("g2")
+    w02 = env.client("w02")
+    assert w02.post(f"/tickets/{t['id']}/decline", json={"reason": "车坏了"}).status_code == 200
+    with env.dispatcher.engine.begin() as conn:  # a row written before reasons had codes
+        conn.execute(
+            insert(audit).values(
+                ticket_id=t["id"],
+                at=env.clock.now(),
+                actor="system",
+                transition="escalated",
+                from_status="assigned",
+                to_status="assigned",
+                reason="legacy words",
+                pushed=True,
+                metric_sent=True,
+            )
+        )
+    trail = env.client("admin").get(f"/tickets/{t['id']}").json()["audit"]
+    why = [(a["reason"], a["reason_code"], a["reason_params"]) for a in trail]
+    assert why[0] == (None, None, None)
+    assert why[1] == ("on duty in g2", "assign.home", {"grid": "g2"})
+    assert why[2] == ("车坏了", "note", {"text": "车坏了"})
+    text, code, params = why[3]
+    assert code in ("assign.home", "assign.neighbour") and text.startswith("declined by w02; ")
+    assert params["cause"] == {"code": "assign.declined_by", "params": {"worker": "w02"}}
+    assert why[4] == ("legacy words", None, None)
 
 
 def test_false_alarm_is_rejected_and_kept_as_a_hard_negative(env: Env) -> None:

@@ -4,6 +4,8 @@ import {
   t, loadLang, storedLang, otherLang, siteLabel, formatDuration, formatTime, setTimeZone,
 } from "/static/common/i18n.js";
 import { Api, ApiError, NetworkError, qs } from "/static/common/api.js";
+import { reasonText } from "/static/common/audit.js";
+import { describeError, fillMessage, showError } from "/static/common/errors.js";
 import { drawGridMap } from "/static/common/gridmap.js";
 import { LiveStream } from "/static/common/stream.js";
 import { ActionQueue } from "/app/queue.js";
@@ -33,9 +35,10 @@ function show(el, on = true) {
   el.hidden = !on;
 }
 
-function toast(text, kind = "") {
+// A passing message; ``detail`` (e.g. the server's own words) goes under it, smaller.
+function toast(text, kind = "", detail = "") {
   const box = $("#toast");
-  box.textContent = text;
+  fillMessage(box, text, detail);
   box.className = "toast " + kind;
   show(box);
   clearTimeout(toast.timer);
@@ -163,7 +166,8 @@ const queue = new ActionQueue(sendAction, {
     if (err.status === 409 && a.tries > 0) {
       toast(t("queue.already", { id: a.ticketId }));
     } else {
-      toast(t("queue.refused", { id: a.ticketId, detail: err.detail || err.message }), "error");
+      const said = describeError(err);
+      toast(t("queue.refused", { id: a.ticketId, why: said.text }), "error", said.detail);
     }
     refreshList();
   },
@@ -283,7 +287,8 @@ async function refreshList() {
       if (cached) state.tickets = JSON.parse(cached);
       banner(t("net.offline_list"));
     } else if (!(e instanceof ApiError && e.status === 401)) {
-      banner(t("error.generic", { detail: e.message }));
+      const said = describeError(e);
+      banner(said.text, said.detail);
     }
   }
   if (!$("#view-list").hidden) renderList();
@@ -300,9 +305,9 @@ async function refreshBadgeOnly() {
   }
 }
 
-function banner(text) {
+function banner(text, detail = "") {
   const b = $("#banner");
-  b.textContent = text;
+  fillMessage(b, text, detail);
   show(b, Boolean(text));
 }
 
@@ -400,7 +405,8 @@ function renderDetail() {
   audit.replaceChildren();
   for (const a of d.audit || []) {
     const li = document.createElement("li");
-    li.textContent = `${formatTime(a.at)} ${t("transition." + a.transition)}` + (a.reason ? ` — ${a.reason}` : "");
+    const why = reasonText(a, { grid: gridName });
+    li.textContent = `${formatTime(a.at)} ${t("transition." + a.transition)}` + (why ? ` — ${why}` : "");
     audit.append(li);
   }
   const actions = $("#d-actions");
@@ -482,7 +488,8 @@ async function openDetail(id) {
       toast(t("detail.gone", { id }));
       location.hash = "#/";
     } else if (!(e instanceof ApiError && e.status === 401)) {
-      banner(t("error.generic", { detail: e.message }));
+      const said = describeError(e);
+      banner(said.text, said.detail);
     }
   }
 }
@@ -611,20 +618,22 @@ function setupLogin() {
     ev.preventDefault();
     unlockAudio();
     const f = ev.target;
+    const err = $("#login-error");
     try {
       const s = await api.login(f.username.value.trim(), f.password.value);
       if (s.role !== "worker") {
         api.session = null;
-        throw new ApiError(403, t("login.workers_only"));
+        fillMessage(err, t("login.workers_only"));
+        show(err);
+        return;
       }
       f.password.value = "";
       afterLogin();
     } catch (e) {
-      const err = $("#login-error");
-      if (e instanceof ApiError && e.status === 429) err.textContent = t("login.locked");
-      else if (e instanceof ApiError && e.status === 401) err.textContent = t("login.wrong");
-      else if (e instanceof ApiError) err.textContent = e.detail;
-      else err.textContent = t("net.offline_login");
+      if (e instanceof ApiError && e.status === 429) fillMessage(err, t("login.locked"));
+      else if (e instanceof ApiError && e.status === 401) fillMessage(err, t("login.wrong"));
+      else if (e instanceof NetworkError) fillMessage(err, t("net.offline_login"));
+      else showError(err, e);
       show(err);
     }
   });
@@ -653,7 +662,8 @@ function setupLogin() {
       toast(t("password.changed"), "ok");
       startStream();
     } catch (e) {
-      msg.textContent = e instanceof ApiError && e.status === 403 ? t("password.wrong_current") : (e.detail || e.message);
+      if (e instanceof ApiError && e.status === 403) fillMessage(msg, t("password.wrong_current"));
+      else showError(msg, e);
       show(msg);
     }
   });

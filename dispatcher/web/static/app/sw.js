@@ -1,7 +1,7 @@
 // Service worker of the worker app: keeps the app shell so it opens with no network, and
 // installs to the home screen. API calls are never cached (tickets must be current); the
 // action queue in IndexedDB covers writes made offline.
-const CACHE = "gridwatch-app-v2";
+const CACHE = "gridwatch-app-v3";
 const SHELL = [
   "/app/",
   "/app/index.html",
@@ -15,6 +15,8 @@ const SHELL = [
   "/static/common/base.css",
   "/static/common/i18n.js",
   "/static/common/api.js",
+  "/static/common/audit.js",
+  "/static/common/errors.js",
   "/static/common/gridmap.js",
   "/static/common/stream.js",
   "/static/i18n/zh-CN.json",

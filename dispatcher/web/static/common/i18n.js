@@ -27,8 +27,13 @@ export function t(key, vars) {
 }
 
 // For values the server may extend (e.g. close reasons): the translation, else the raw value.
-export function tOr(key, fallback) {
-  return key in dict ? t(key) : fallback;
+export function tOr(key, fallback, vars) {
+  return key in dict ? t(key, vars) : fallback;
+}
+
+// Whether the current dictionary has a key (for text with a fallback of its own).
+export function hasKey(key) {
+  return key in dict;
 }
 
 export function applyI18n(root = document) {

@@ -6,6 +6,8 @@ import {
   formatPercent, formatClock, setTimeZone,
 } from "/static/common/i18n.js";
 import { Api, ApiError, qs } from "/static/common/api.js";
+import { actorText, reasonText } from "/static/common/audit.js";
+import { describeError, fillMessage, showError } from "/static/common/errors.js";
 import { drawGridMap } from "/static/common/gridmap.js";
 import { LiveStream } from "/static/common/stream.js";
 
@@ -31,13 +33,19 @@ const state = {
 
 function show(el, on = true) { el.hidden = !on; }
 
-function toast(text, kind = "") {
+// A passing message; ``detail`` (e.g. the server's own words) goes under it, smaller.
+function toast(text, kind = "", detail = "") {
   const box = $("#toast");
-  box.textContent = text;
+  fillMessage(box, text, detail);
   box.className = "toast " + kind;
   show(box);
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => show(box, false), 3500);
+}
+
+function toastError(e) {
+  const said = describeError(e);
+  toast(said.text, "error", said.detail);
 }
 
 function cell(text, cls) {
@@ -61,6 +69,9 @@ function workerName(id) {
   const w = state.workers.find((x) => x.id === id);
   return w ? w.name : id || "–";
 }
+
+// How audit reasons and actors name grid cells and workers on this page.
+const NAMES = { grid: gridName, worker: workerName };
 
 function option(value, label) {
   const o = document.createElement("option");
@@ -111,7 +122,7 @@ async function loadKpis() {
     box.append(row);
   }
   const err = $("#metrics-error");
-  err.textContent = k.metrics_error ? t("kpi.influx_down", { detail: k.metrics_error }) : "";
+  fillMessage(err, k.metrics_error ? t("kpi.influx_down") : "", k.metrics_error || "");
   show(err, Boolean(k.metrics_error));
 }
 
@@ -352,7 +363,8 @@ function alertItem(a) {
   what.textContent = alertText(a);
   const when = document.createElement("small");
   when.className = "muted";
-  when.textContent = formatTime(a.ts) + (a.note ? " · " + a.note : "");
+  const why = alertReason(a);
+  when.textContent = formatTime(a.ts) + (why ? " · " + why : "");
   li.append(head, what, when);
   li.addEventListener("click", () => {
     toggleAlerts(false);
@@ -400,6 +412,22 @@ function alertToast(a) {
   if (a.reason !== "safety") setTimeout(dismiss, 15000);
 }
 
+// An alert's note is the English text of the audit row it was made from: the list shows that
+// row's reason in words instead, once it is read (until then nothing; if it cannot be read,
+// the note as sent).
+function alertReason(a) {
+  if (a.entry === undefined) return "";
+  return a.entry ? reasonText(a.entry, NAMES) : a.note || "";
+}
+
+async function loadAlertEntry(a) {
+  const d = await api.get(`/tickets/${a.ticket_id}`);
+  const at = new Date(a.ts).getTime();
+  const transition = a.reason === "safety" ? "opened" : "escalated";
+  const rows = d.audit.filter((x) => x.transition === transition && new Date(x.at).getTime() === at);
+  return rows.length ? rows[rows.length - 1] : null;
+}
+
 function onAlert(a) {
   const key = `${a.ticket_id}:${a.reason}:${a.ts}`;
   if (state.seenAlerts.has(key)) return; // pushes are at-least-once
@@ -407,6 +435,15 @@ function onAlert(a) {
   state.alerts.unshift(a);
   state.alerts.length = Math.min(state.alerts.length, MAX_ALERTS);
   state.unread += 1;
+  loadAlertEntry(a)
+    .catch((e) => {
+      console.warn("reason of alert not read; showing its note", a.ticket_id, e);
+      return null;
+    })
+    .then((entry) => {
+      a.entry = entry;
+      renderAlerts();
+    });
   renderAlerts();
   alertToast(a);
   beep(a.reason === "safety" ? 3 : 1);
@@ -428,7 +465,7 @@ function scheduleLiveRefresh() {
       $("#updated").textContent = t("dash.updated", { at: formatClock() });
       document.body.dataset.live = String(Date.now());
     } catch (e) {
-      if (!(e instanceof ApiError && e.status === 401)) toast(t("error.generic", { detail: e.message }), "error");
+      if (!(e instanceof ApiError && e.status === 401)) toastError(e);
     }
   }, LIVE_REFRESH_MS);
 }
@@ -529,13 +566,19 @@ async function exportCsv() {
     a.remove();
     setTimeout(() => URL.revokeObjectURL(a.href), 5000);
   } catch (e) {
-    toast(t("error.generic", { detail: e.message }), "error");
+    toastError(e);
   }
 }
 
 // -- ticket detail ---------------------------------------------------------------------------
 async function openDetail(id) {
-  const d = await api.get(`/tickets/${id}`);
+  let d;
+  try {
+    d = await api.get(`/tickets/${id}`);
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 401)) toastError(e);
+    return;
+  }
   state.detail = d;
   $("#dd-title").textContent = `#${d.id} ${category(d.category)}`;
   const prio = $("#dd-prio");
@@ -580,8 +623,8 @@ async function openDetail(id) {
   audit.replaceChildren();
   for (const a of d.audit) {
     const tr = document.createElement("tr");
-    tr.append(cell(formatTime(a.at)), cell(t("transition." + a.transition)), cell(a.actor, "mono small"),
-      cell(a.reason || "", "small"));
+    tr.append(cell(formatTime(a.at)), cell(t("transition." + a.transition)), cell(actorText(a.actor, NAMES), "small"),
+      cell(reasonText(a, NAMES), "small"));
     audit.append(tr);
   }
   renderActions(d);
@@ -610,7 +653,7 @@ function renderActions(d) {
       await openDetail(d.id);
       refresh();
     } catch (e) {
-      $("#dd-error").textContent = e.detail || e.message;
+      showError($("#dd-error"), e);
       show($("#dd-error"));
     }
   };
@@ -646,7 +689,7 @@ async function refresh() {
     $("#updated").textContent = t("dash.updated", { at: formatClock() });
     document.body.dataset.loaded = String(Date.now());
   } catch (e) {
-    if (!(e instanceof ApiError && e.status === 401)) toast(t("error.generic", { detail: e.message }), "error");
+    if (!(e instanceof ApiError && e.status === 401)) toastError(e);
   }
 }
 
@@ -727,19 +770,21 @@ async function main() {
   $("#login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target;
+    const err = $("#login-error");
     try {
       const s = await api.login(f.username.value.trim(), f.password.value);
       if (s.role === "worker") {
         api.session = null;
-        throw new ApiError(403, t("dash.supervisors_only"));
+        fillMessage(err, t("dash.supervisors_only"));
+        show(err);
+        return;
       }
       f.password.value = "";
       await start();
     } catch (e) {
-      const err = $("#login-error");
-      if (e instanceof ApiError && e.status === 429) err.textContent = t("login.locked");
-      else if (e instanceof ApiError && e.status === 401) err.textContent = t("login.wrong");
-      else err.textContent = e.detail || e.message;
+      if (e instanceof ApiError && e.status === 429) fillMessage(err, t("login.locked"));
+      else if (e instanceof ApiError && e.status === 401) fillMessage(err, t("login.wrong"));
+      else showError(err, e);
       show(err);
     }
   });
@@ -779,7 +824,7 @@ async function main() {
     const r = chip.dataset.reason;
     if (state.attention.has(r)) state.attention.delete(r);
     else state.attention.add(r);
-    loadAttention().catch((e) => toast(t("error.generic", { detail: e.message }), "error"));
+    loadAttention().catch(toastError);
   }));
   // Browsers let a page make sounds only after a click or key press on it.
   document.addEventListener("click", unlockAudio);
