@@ -119,6 +119,9 @@ def test_dashboard_answers_at_a_glance(new_context: ContextFactory, stack: Stack
     dash.click(f"#tickets tbody tr[data-id='{target}']")
     expect(dash.locator("#detail")).to_be_visible()
     expect(dash.locator("#dd-audit")).to_contain_text("派单")
+    dash.wait_for_function(
+        "() => [...document.querySelectorAll('#dd-images img')].every(i => i.naturalWidth > 0)"
+    )
     shots.shot(dash, "ticket")
 
     current = sup.get(f"/tickets/{target}").json()
