@@ -12,6 +12,7 @@ the model's class ids (ultralytics matches classes by id, we match them by name)
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -218,7 +219,8 @@ def crosscheck(
     """Our evaluation and ultralytics' ``val`` on the same model and images (ultralytics' log
     on stderr, warnings only)."""
     configure_offline()
-    importlib.import_module("ultralytics")  # sets its logger up, redirected below
+    with contextlib.redirect_stdout(sys.stderr):  # its first import may print a settings notice
+        importlib.import_module("ultralytics")  # sets its logger up, redirected below
     with (
         _logger_on_stderr("ultralytics", quiet=True),
         tempfile.TemporaryDirectory(prefix="gw-xcheck-") as tmp,
