@@ -292,13 +292,24 @@ def connect(
     username: str | None = None,
     password: str | None = None,
 ) -> InfluxV1 | InfluxV2:
-    """Pick the client by the server's version header (1.x → InfluxV1, 2.x/3.x → InfluxV2)."""
+    """Pick the client by the server's version header (1.x → InfluxV1, 2.x/3.x → InfluxV2).
+
+    A server that does not answer at start is taken for what the settings imply: 2.x/3.x when
+    a token is configured (1.x has no tokens), else 1.x; points wait in the store meanwhile.
+    """
     try:
         r = httpx.get(url.rstrip("/") + "/ping", timeout=5)
         version = r.headers.get("X-Influxdb-Version", "")
     except httpx.HTTPError as exc:
-        log.warning("InfluxDB at %s not reachable (%s); assuming 1.x until it answers", url, exc)
         version = ""
+        log.warning(
+            "InfluxDB at %s not reachable (%s); taking it for %s until it answers",
+            url,
+            exc,
+            "2.x/3.x (a token is configured)" if token else "1.x",
+        )
+        if token:
+            return InfluxV2(url, database, org or "gridwatch", token)
     if version.startswith(("2.", "3.", "v2", "v3")):
         if not token:
             raise ValueError(f"InfluxDB {version} at {url} needs a token (GW_INFLUX_TOKEN)")

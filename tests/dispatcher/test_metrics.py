@@ -197,3 +197,11 @@ def test_points_wait_in_the_store_while_influxdb_is_down(site: Site, tmp_path: P
     finally:
         server.stop()
         engine.dispose()
+
+
+def test_an_unreachable_server_is_taken_for_what_the_settings_imply() -> None:
+    """A dispatcher starting while InfluxDB is down: with a token it must be 2.x/3.x (1.x has
+    no tokens), without one 1.x; a wrong guess would buffer points forever."""
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    assert isinstance(metrics.connect(url, "gw", token="t0ken"), metrics.InfluxV2)
+    assert isinstance(metrics.connect(url, "gw"), metrics.InfluxV1)
