@@ -16,19 +16,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_the_demo_closes_a_ticket_in_every_grid_cell(tmp_path: Path) -> None:
-    env = {**os.environ, "COLUMNS": "160"}
-    run = subprocess.run(
-        [sys.executable, "-m", "simulators.cli", "demo", "--state", str(tmp_path / "demo")],
+def demo(state: Path) -> subprocess.CompletedProcess[str]:
+    """``gridwatch demo`` in ``state``, as the README runs it, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "simulators.cli", "demo", "--state", str(state)],
         cwd=REPO,
-        env=env,
+        env={**os.environ, "COLUMNS": "160"},
         capture_output=True,
         text=True,
         timeout=540,
         check=False,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_demo_closes_a_ticket_in_every_grid_cell(tmp_path: Path) -> None:
+    run = demo(tmp_path / "demo")
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
     assert "every grid cell closed at least one ticket" in out
@@ -37,13 +41,5 @@ def test_the_demo_closes_a_ticket_in_every_grid_cell(tmp_path: Path) -> None:
     assert found, out[-4000:]
     assert int(found.group(2)) > 0 and found.group(1) == found.group(2), found.group(0)
     # a second run in the same state folder starts afresh (accounts, sessions, tickets)
-    again = subprocess.run(
-        [sys.executable, "-m", "simulators.cli", "demo", "--state", str(tmp_path / "demo")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-        check=False,
-    )
+    again = demo(tmp_path / "demo")
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
