@@ -235,47 +235,39 @@ class Outbox:
         return QueuedMessage(int(r[0]), r[1], bytes(r[2]), r[3], r[4], r[5], r[6]) if r else None
 
     def remove(self, row_ids: list[int]) -> int:
-        """Delete acknowledged rows; returns how many were still there."""
-        if not row_ids:
-            return 0
-        removed, freed = 0, 0
-        with self._lock:
-            with self._transaction() as db:
-                for rid in row_ids:
-                    r = db.execute(
-                        "DELETE FROM outbox WHERE id = ? RETURNING size", (rid,)
-                    ).fetchone()
-                    if r is not None:
-                        removed += 1
-                        freed += int(r[0])
-            self._count -= removed
-            self._bytes -= freed
-        return removed
+        """Delete rows from the queue without keeping them; returns how many were still there."""
+        return self._take(row_ids, keep=False)
 
     def acknowledge(self, row_ids: list[int]) -> int:
         """Take acknowledged rows out of the queue into the ``acknowledged`` table, where they
         wait to be sent again (``replay``) or purged; returns how many were still queued."""
+        return self._take(row_ids, keep=True)
+
+    def _take(self, row_ids: list[int], keep: bool) -> int:
+        """Delete queued rows (copied to ``acknowledged`` first when ``keep``), in one
+        transaction; returns how many were still queued."""
         if not row_ids:
             return 0
         at = self.clock.now().timestamp()
-        moved, freed = 0, 0
+        taken, freed = 0, 0
         with self._lock:
             with self._transaction() as db:
                 for rid in row_ids:
-                    db.execute(
-                        f"INSERT OR REPLACE INTO acknowledged ({ROW_COLUMNS}, acked_at)"
-                        f" SELECT {ROW_COLUMNS}, ? FROM outbox WHERE id = ?",
-                        (at, rid),
-                    )
+                    if keep:
+                        db.execute(
+                            f"INSERT OR REPLACE INTO acknowledged ({ROW_COLUMNS}, acked_at)"
+                            f" SELECT {ROW_COLUMNS}, ? FROM outbox WHERE id = ?",
+                            (at, rid),
+                        )
                     r = db.execute(
                         "DELETE FROM outbox WHERE id = ? RETURNING size", (rid,)
                     ).fetchone()
                     if r is not None:
-                        moved += 1
+                        taken += 1
                         freed += int(r[0])
-            self._count -= moved
+            self._count -= taken
             self._bytes -= freed
-        return moved
+        return taken
 
     def replay(self, since: float) -> list[int]:
         """Put the rows acknowledged at or after ``since`` (the clock's timestamp) back in the
