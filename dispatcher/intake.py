@@ -13,6 +13,14 @@ Within a batch the incidents of the events' tracks are read once up front and re
 by known tracks are written together at the end (a handful of statements per new problem,
 about one per repeat sighting).
 
+Events are applied in each device's order where it matters. A batch takes each device's
+events by ``seq``; across batches ``track_seqs`` keeps the newest applied event of every camera
+track and sensor, and an event below it (``arrived_late``: overtaken on the way, as after a
+broker restart) is stored but changes no incident: a late ``cleared`` cancels nothing, a late
+``new`` neither joins nor re-creates the newer alarm. A late event that completes a sensor's
+alarm episode which ended before the newer one began (``ended_episode``) gives that episode
+the ticket in-order delivery gave it, opened and cancelled.
+
 Merging is a read-then-write (find the open incident near this one, else open one), so it
 runs under locks: SQLite's BEGIN IMMEDIATE serialises writers; on PostgreSQL the batch first
 takes transaction-scoped advisory locks on the map squares its events could merge in (see
@@ -35,10 +43,10 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, case, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -71,6 +79,7 @@ from dispatcher.store.schema import (
     evidence,
     incident_tracks,
     incidents,
+    track_seqs,
 )
 from dispatcher.store.schema import tickets as tickets_table
 
@@ -157,6 +166,23 @@ STUBBORN_AFTER = 3
 _STORED_EVENTS = select(events.c.event_id).where(
     events.c.event_id.in_(bindparam("b_ids", expanding=True))
 )
+_NEWEST = select(track_seqs).where(track_seqs.c.track_key.in_(bindparam("b_keys", expanding=True)))
+_NEWEST_ONE = select(track_seqs).where(track_seqs.c.track_key == bindparam("b_key"))
+_SOURCE_EVENT = select(
+    events.c.event_id, events.c.state, events.c.seq, events.c.ts, events.c.incident_id
+).where(events.c.device_id == bindparam("b_device"), events.c.source_id == bindparam("b_source"))
+# A sensor's stored events just below and just above a seq (the (device_id, seq) index).
+_SOURCE_BEFORE = (
+    _SOURCE_EVENT.where(events.c.seq < bindparam("b_seq")).order_by(events.c.seq.desc()).limit(2)
+)
+_SOURCE_AFTER = (
+    _SOURCE_EVENT.where(events.c.seq > bindparam("b_seq")).order_by(events.c.seq).limit(2)
+)
+_MOVE_EVENT = (
+    update(events)
+    .where(events.c.event_id == bindparam("b_event_id"))
+    .values(incident_id=bindparam("b_incident_id"))
+)
 
 
 class Rejected(ValueError):
@@ -213,6 +239,105 @@ def next_offset(previous: float | None, sample: float) -> float:
 
 
 @dataclass(frozen=True)
+class Applied:
+    """The newest event of one track key (a camera's track, or a sensor) that was applied."""
+
+    seq: int
+    device_ts: datetime
+
+
+def arrived_late(newest: Applied | None, seq: int, device_ts: datetime) -> bool:
+    """Whether an event of a track key arrives after a newer event of that key was applied.
+
+    A device numbers its events (``seq``) in the order it stores them, so an event below the
+    newest applied one was overtaken on the way (a broker restart can deliver a device's
+    events newer-first); applied now, it would undo what the newer one said: a late
+    ``cleared`` would cancel the ticket of a problem that is still there, a late ``new`` would
+    join (or, once cleared, re-create) the newer alarm. It is stored, not applied. An event
+    below the newest but with a later device time is not late: the device's counter began
+    again (its outbox was replaced), and the count goes on from it."""
+    return newest is not None and seq < newest.seq and device_ts <= newest.device_ts
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    """One stored event of a sensor, as the ordering decisions need it."""
+
+    event_id: str
+    state: str
+    seq: int
+    ts: datetime
+    incident_id: int | None
+
+
+def _source_event(r: Any) -> SourceEvent:
+    """A SourceEvent from an event row (a mapping: from the table or still in the batch)."""
+    return SourceEvent(
+        str(r["event_id"]), str(r["state"]), int(r["seq"]), r["ts"], r["incident_id"]
+    )
+
+
+def _begins_episode(prior: SourceEvent | None) -> bool:
+    """Whether a sensor's ``new`` after ``prior`` (its stored event just below) starts an
+    alarm episode rather than repeating one (an agent that restarted in alarm says ``new``
+    again); with nothing below, it is taken to start one."""
+    return prior is None or prior.state == "cleared"
+
+
+def ended_episode(
+    late: SourceEvent, before: Sequence[SourceEvent], after: Sequence[SourceEvent]
+) -> tuple[SourceEvent, SourceEvent] | None:
+    """The ``new`` and ``cleared`` of a sensor's alarm episode that a late event shows to have
+    no incident of its own: an episode that in-order delivery gave a ticket, which the
+    sensor's ``cleared`` cancelled, and which out-of-order delivery left without one or
+    merged into another alarm's incident.
+
+    ``before`` and ``after`` hold the sensor's stored events just below and just above the
+    late one (nearest first, up to two each), by ``seq``. The cases:
+
+    - a late ``cleared`` just above a ``new`` that no incident holds (it came late too);
+    - a late ``new`` just below a ``cleared`` that no incident holds (it came late, or found
+      no open incident to clear);
+    - a late ``cleared`` between a ``new`` and a later ``new`` that one incident took in as one
+      alarm: the first episode ended at the ``cleared``; the incident is the second one's;
+    - a late ``new`` (or a late ``cleared`` below a ``new`` that no incident holds) between
+      an incident's first ``new`` and the ``cleared`` that ended it: that incident took in
+      two alarms and is the first one's; the second is that ``new`` and that ``cleared``.
+
+    The intake records the episode as in-order delivery would have (a ticket opened, then
+    cancelled) and leaves the other ticket alone. None: the late event is stored, not
+    applied, and nothing else changes."""
+    prior = before[0] if before else None
+    next_ = after[0] if after else None
+    if late.state == "cleared" and prior is not None and prior.state == "new":
+        if not _begins_episode(before[1] if len(before) > 1 else None):
+            return None
+        if prior.incident_id is None:
+            return prior, late
+        if next_ is not None and next_.state == "new":
+            if next_.incident_id == prior.incident_id:
+                return prior, late
+            end = after[1] if len(after) > 1 else None
+            if (
+                next_.incident_id is None
+                and end is not None
+                and end.state == "cleared"
+                and end.incident_id == prior.incident_id
+            ):
+                return next_, end
+        return None
+    if late.state == "new" and _begins_episode(prior) and next_ is not None:
+        if next_.state != "cleared":
+            return None
+        if next_.incident_id is None:
+            return late, next_
+        held_below = before[1].incident_id if len(before) > 1 else None
+        if prior is not None and prior.incident_id is None and held_below == next_.incident_id:
+            return late, next_
+    return None
+
+
+@dataclass(frozen=True)
 class Observation:
     """One sighting of a problem, from a device event or a citizen report, ready to merge."""
 
@@ -239,6 +364,31 @@ class Observation:
         return track_key(self.device_id, self.source_id, self.source_type, self.track_id)
 
 
+Parsed = TypeVar("Parsed")
+
+
+def in_device_order(
+    batch: Sequence[tuple[Parsed, Observation | str]],
+) -> list[tuple[Parsed, Observation | str]]:
+    """The batch with each device's events in the device's order (by ``seq``, stable), each
+    in the places the device's events took; other devices' and unreadable deliveries stay
+    where they were. Events overtaken within one batch are then simply applied in order."""
+    places: dict[str, list[int]] = collections.defaultdict(list)
+    for i, (_, o) in enumerate(batch):
+        if isinstance(o, Observation):
+            places[o.device_id].append(i)
+    out = list(batch)
+    for spots in places.values():
+        ordered = sorted((batch[i] for i in spots), key=lambda p: _seq_of(p[1]))
+        for i, item in zip(spots, ordered, strict=True):
+            out[i] = item
+    return out
+
+
+def _seq_of(o: Observation | str) -> int:
+    return o.seq if isinstance(o, Observation) else 0
+
+
 @dataclass
 class IntakeStats:
     received: int = 0
@@ -247,6 +397,7 @@ class IntakeStats:
     tickets_opened: int = 0
     batches: int = 0
     deferred: int = 0
+    late: int = 0  # stored, not applied: a newer event of the same track was applied before
 
 
 @dataclass
@@ -267,6 +418,13 @@ class BatchContext:
     # and re-sightings by known tracks, written together when the batch ends.
     tracks: dict[str, tuple[OpenIncident, bool]] = field(default_factory=dict)
     seen: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # The newest applied event per track key (read up front, kept current), the rows of
+    # ``track_seqs`` to write when the batch ends, and the batch's event rows of sensors (not
+    # in the table until the batch ends) by (device, sensor).
+    newest: dict[str, Applied] = field(default_factory=dict)
+    advanced: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sensor_rows: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    late: int = 0
 
     def reset(self) -> None:
         """Forget the cached load (a rolled-back savepoint may have changed it)."""
@@ -339,6 +497,11 @@ class Intake:
                 "last_seen": upsert.excluded.last_seen,
                 "cleared_at": None,
             },
+        )
+        newest = (postgresql.insert if self._postgres else sqlite.insert)(track_seqs)
+        self._upsert_newest = newest.on_conflict_do_update(
+            index_elements=[track_seqs.c.track_key],
+            set_={"seq": newest.excluded.seq, "device_ts": newest.excluded.device_ts},
         )
 
     # -- threading -----------------------------------------------------------------------
@@ -555,7 +718,7 @@ class Intake:
 
     def _process(self, batch: list[Delivery], *, wait: bool) -> None:
         received_at = self.clock.now()
-        parsed = [(d, self._parse(d, received_at)) for d in batch]
+        parsed = in_device_order([(d, self._parse(d, received_at)) for d in batch])
         committed = self._commit_batch(parsed, received_at, wait=wait)
         deferred = set().union(*(ctx.deferred for ctx in committed))
         done = [d for d in batch if id(d) not in deferred]
@@ -564,6 +727,7 @@ class Intake:
         self.stats.dead_letters += sum(ctx.dead_letters for ctx in committed)
         self.stats.tickets_opened += sum(ctx.opened for ctx in committed)
         self.stats.deferred += len(deferred)
+        self.stats.late += sum(ctx.late for ctx in committed)
         self.stats.batches += 1
         for d in done:
             d.ack()
@@ -649,6 +813,7 @@ class Intake:
             fresh = self._fresh(conn, observations)
             if ctx.cached:
                 self._prefetch_tracks(ctx, observations)
+                self._prefetch_newest(ctx, observations)
             rows: list[dict[str, Any]] = []
             for d, o in parsed:
                 if isinstance(o, str):
@@ -678,6 +843,8 @@ class Intake:
                     ctx.opened = opened
                     self._dead_letter(conn, d, internal_error(exc), received_at, ctx)
             ctx.flush_seen()
+            if ctx.advanced:
+                conn.execute(self._upsert_newest, list(ctx.advanced.values()))
             if rows:
                 conn.execute(self._insert_events, rows)
         return ctx
@@ -688,6 +855,12 @@ class Intake:
             for r in ctx.conn.execute(_OPEN_TRACKS, {"b_keys": keys[i : i + 500]}):
                 inc = OpenIncident(r.id, r.kind, r.lat, r.lon, r.last_seen, (r.track_key,))
                 ctx.tracks[r.track_key] = (inc, r.cleared_at is not None)
+
+    def _prefetch_newest(self, ctx: BatchContext, observations: list[Observation]) -> None:
+        keys = list({k for o in observations if (k := o.key) is not None})
+        for i in range(0, len(keys), 500):
+            for r in ctx.conn.execute(_NEWEST, {"b_keys": keys[i : i + 500]}):
+                ctx.newest[r.track_key] = Applied(r.seq, r.device_ts)
 
     def _fresh(self, conn: Connection, observations: list[Observation]) -> set[str]:
         """The event ids among these that are not stored yet."""
@@ -735,30 +908,24 @@ class Intake:
         row = self._apply(conn, o, received_at, ctx)
         conn.execute(self._insert_events, [row])
         self.stats.tickets_opened += ctx.opened
+        self.stats.late += ctx.late
         return row["incident_id"]  # type: ignore[no-any-return]
 
     def _apply(
         self, conn: Connection, o: Observation, received_at: datetime, ctx: BatchContext
     ) -> dict[str, Any]:
-        """Merge one new observation into its incident (or open one); returns its event row."""
+        """Merge one new observation into its incident (or open one), in its device's order: one
+        that arrived after a newer event of its track was applied is stored, not applied (and
+        may complete an alarm episode that ended meanwhile). Returns its event row."""
         evidence_id = self._store_evidence(conn, o, received_at)
-        incident, own_track = self._find_incident(conn, o, ctx)
-        if o.state == "cleared":
-            if incident is not None:
-                ctx.flush_seen()
-                self._cleared(conn, incident, o, ctx)
-            incident_id = incident.id if incident else None
-        elif incident is None:
-            incident_id = self._open(conn, o, ctx)
-        elif own_track:
-            incident_id = incident.id
-            self._seen_again(ctx, incident_id, o)
+        key = o.key
+        newest = self._newest(conn, key, ctx) if key is not None else None
+        if key is not None and newest is not None and arrived_late(newest, o.seq, o.device_ts):
+            incident_id = self._late(conn, o, key, newest, ctx)
         else:
-            incident_id = incident.id
-            ctx.flush_seen()
-            self._touch(conn, incident, o)
-            if ctx.cached and o.key is not None:
-                ctx.tracks[o.key] = (incident, False)
+            incident_id = self._merge(conn, o, ctx)
+            if key is not None:
+                self._advance(conn, key, o, ctx)
         if evidence_id is not None and incident_id is not None:
             ticket_id = conn.execute(
                 select(tickets_table.c.id).where(tickets_table.c.incident_id == incident_id)
@@ -766,7 +933,7 @@ class Intake:
             conn.execute(
                 update(evidence).where(evidence.c.id == evidence_id).values(ticket_id=ticket_id)
             )
-        return {
+        row = {
             "event_id": o.event_id,
             "device_id": o.device_id,
             "source_id": o.source_id,
@@ -785,6 +952,155 @@ class Intake:
             "evidence_id": evidence_id,
             "body": o.body,
         }
+        if ctx.cached and o.source_type == "sensor":
+            ctx.sensor_rows.setdefault((o.device_id, o.source_id), []).append(row)
+        return row
+
+    def _merge(self, conn: Connection, o: Observation, ctx: BatchContext) -> int | None:
+        """Apply one observation to its incident (or open one); the incident's id (None for a
+        ``cleared`` that matched nothing)."""
+        incident, own_track = self._find_incident(conn, o, ctx)
+        if o.state == "cleared":
+            if incident is not None:
+                ctx.flush_seen()
+                self._cleared(conn, incident, o, ctx)
+            return incident.id if incident else None
+        if incident is None:
+            return self._open(conn, o, ctx)
+        if own_track:
+            self._seen_again(ctx, incident.id, o)
+            return incident.id
+        ctx.flush_seen()
+        self._touch(conn, incident, o)
+        if ctx.cached and o.key is not None:
+            ctx.tracks[o.key] = (incident, False)
+        return incident.id
+
+    # -- the device's order --------------------------------------------------------------
+    def _newest(self, conn: Connection, key: str, ctx: BatchContext) -> Applied | None:
+        """The newest applied event of the track key (read up front in a cached batch)."""
+        if ctx.cached:
+            return ctx.newest.get(key)
+        r = conn.execute(_NEWEST_ONE, {"b_key": key}).first()
+        return None if r is None else Applied(r.seq, r.device_ts)
+
+    def _advance(self, conn: Connection, key: str, o: Observation, ctx: BatchContext) -> None:
+        """The observation was applied: it is its track's newest (written when a cached batch
+        ends, at once in a careful one, inside the event's savepoint)."""
+        values = {"track_key": key, "seq": o.seq, "device_ts": o.device_ts}
+        if ctx.cached:
+            ctx.newest[key] = Applied(o.seq, o.device_ts)
+            ctx.advanced[key] = values
+        else:
+            conn.execute(self._upsert_newest, values)
+
+    def _late(
+        self, conn: Connection, o: Observation, key: str, newest: Applied, ctx: BatchContext
+    ) -> int | None:
+        """An observation that arrived after a newer event of its track was applied: stored
+        without changing any incident; a sensor's may complete an alarm episode that ended
+        before the newer one began, which then gets its own (cancelled) ticket. Returns the
+        incident it is stored with (None: not applied)."""
+        ctx.late += 1
+        episode = None
+        if o.source_type == "sensor" and o.state in ("new", "cleared"):
+            me = SourceEvent(o.event_id, o.state, o.seq, o.ts, None)
+            episode = ended_episode(me, *self._neighbours(conn, o, ctx))
+        log.info(
+            "%s %s seq %d of %s arrived after seq %d was applied; stored, not applied%s",
+            o.kind,
+            o.state,
+            o.seq,
+            key,
+            newest.seq,
+            "; it completes an earlier alarm episode" if episode else "",
+            extra={"device_id": o.device_id, "event_id": o.event_id},
+        )
+        if episode is None:
+            return None
+        incident_id = self._ended_episode(conn, o, key, *episode, ctx)
+        return incident_id if o.event_id in (episode[0].event_id, episode[1].event_id) else None
+
+    def _neighbours(
+        self, conn: Connection, o: Observation, ctx: BatchContext
+    ) -> tuple[list[SourceEvent], list[SourceEvent]]:
+        """The sensor's stored events just below and just above the observation (nearest
+        first, up to two each), by seq: from the table and, in a cached batch, from the
+        batch's rows."""
+        args = {"b_device": o.device_id, "b_source": o.source_id, "b_seq": o.seq}
+        below = [_source_event(r) for r in conn.execute(_SOURCE_BEFORE, args).mappings()]
+        above = [_source_event(r) for r in conn.execute(_SOURCE_AFTER, args).mappings()]
+        for row in ctx.sensor_rows.get((o.device_id, o.source_id), []):
+            if row["seq"] < o.seq:
+                below.append(_source_event(row))
+            elif row["seq"] > o.seq:
+                above.append(_source_event(row))
+        below.sort(key=lambda e: e.seq, reverse=True)
+        above.sort(key=lambda e: e.seq)
+        return below[:2], above[:2]
+
+    def _ended_episode(
+        self,
+        conn: Connection,
+        o: Observation,
+        key: str,
+        new: SourceEvent,
+        cleared: SourceEvent,
+        ctx: BatchContext,
+    ) -> int:
+        """Record a sensor's alarm episode that ended before a newer one was applied, as
+        in-order delivery would have: an incident with a ticket opened at its ``new`` and
+        cancelled (cleared by the sensor) at its ``cleared``. Nobody is sent: the problem was
+        gone before we knew of it. The sensor's track stays with the newer incident."""
+        cell = self.grids.locate(o.lat, o.lon)
+        incident: dict[str, Any] = {
+            "kind": o.kind,
+            "status": "open",
+            "lat": o.lat,
+            "lon": o.lon,
+            "grid_id": cell.id if cell else None,
+            "street_id": cell.street if cell else None,
+            "source": o.source_type,
+            "first_seen": new.ts,
+            "last_seen": max(new.ts, cleared.ts),
+            "cleared_at": cleared.ts,
+            "camera_ids": [],
+            "track_keys": [key],
+            "bbox": None,
+            "events": 2,
+        }
+        incident_id = int(conn.execute(_INSERT_INCIDENT, incident).scalar_one())
+        incident["id"] = incident_id
+        actor = f"device:{o.device_id}"
+        ticket = ticket_ops.create(conn, site=self.site, incident=incident, at=new.ts, actor=actor)
+        ticket_ops.step(
+            conn,
+            ticket,
+            Transition.CANCELLED,
+            at=max(new.ts, cleared.ts),
+            actor=actor,
+            reason=Reason(ReasonCode.CLEARED, {"by": o.source_type, "id": o.source_id}),
+            close_reason=CloseReason.CLEARED_BY_SENSOR.value,
+        )
+        ctx.opened += 1
+        rows = {r["event_id"]: r for r in ctx.sensor_rows.get((o.device_id, o.source_id), [])}
+        for ev in (new, cleared):
+            if ev.event_id == o.event_id:
+                continue
+            if ev.event_id in rows:  # still to be written with the batch
+                rows[ev.event_id]["incident_id"] = incident_id
+            else:
+                conn.execute(_MOVE_EVENT, {"b_event_id": ev.event_id, "b_incident_id": incident_id})
+        log.info(
+            "%s: alarm episode seq %d-%d of %s recorded as ticket %s, cancelled",
+            o.kind,
+            new.seq,
+            cleared.seq,
+            key,
+            ticket["id"],
+            extra={"device_id": o.device_id, "ticket_id": ticket["id"]},
+        )
+        return incident_id
 
     def _store_evidence(self, conn: Connection, o: Observation, at: datetime) -> int | None:
         if o.snapshot is None:

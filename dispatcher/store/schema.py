@@ -117,6 +117,17 @@ incident_tracks = Table(
     Index("ix_incident_tracks_incident", "incident_id"),
 )
 
+# The newest event applied per track key (intake.arrived_late): an event below it arrived late.
+track_seqs = Table(
+    "track_seqs",
+    metadata,
+    Column(
+        "track_key", String(200), primary_key=True, comment="device/source/track, or device/sensor"
+    ),
+    Column("seq", BigInteger, nullable=False, comment="the newest applied event's device seq"),
+    Column("device_ts", UtcDateTime, nullable=False, comment="that event's device time"),
+)
+
 tickets = Table(
     "tickets",
     metadata,

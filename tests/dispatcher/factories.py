@@ -110,6 +110,7 @@ def camera_event(
     track: str | None = "t1",
     position: tuple[float, float] | None = None,
     seq: int = 1,
+    bbox: tuple[float, float, float, float] = (0.4, 0.5, 0.6, 0.8),
     **fields: Any,
 ) -> Event:
     """A camera's event as its edge box would publish it."""
@@ -126,7 +127,7 @@ def camera_event(
         ts=at,
         track_id=track,
         confidence=0.8,
-        bbox=(0.4, 0.5, 0.6, 0.8),
+        bbox=bbox,
         position=GeoPoint(lat=lat, lon=lon),
         **fields,
     )
@@ -160,16 +161,22 @@ def offset(lat: float, lon: float, north_m: float = 0, east_m: float = 0) -> tup
 
 @dataclass
 class Desk:
-    """The dispatcher's engine on a real SQLite store without the bus: intake, timers and the
-    ticket store driven by a ManualClock. Deliveries are built as the bus would hand them in."""
+    """The dispatcher's engine on a real store (SQLite, or the PostgreSQL at ``db_url``) without
+    the bus: intake, timers and the ticket store driven by a ManualClock. Deliveries are built
+    as the bus would hand them in."""
 
     site: Site
     folder: Path
     clock: ManualClock = field(default_factory=ManualClock)
     acked: list[int] = field(default_factory=list)
+    db_url: str | None = None  # another store (PostgreSQL), migrated here; default SQLite
 
     def __post_init__(self) -> None:
-        self.engine = sqlite_store(self.folder)
+        if self.db_url is None:
+            self.engine = sqlite_store(self.folder)
+        else:
+            self.engine = make_engine(self.db_url)
+            migrate(self.engine)
         self.intake = Intake(self.engine, self.site, self.clock, EvidenceStore(self.folder / "ev"))
         self.timers = Timers(self.engine, self.site, self.clock)
 

@@ -60,14 +60,17 @@ FULL: dict[str, dict[str, Any]] = {
     "clock": {"rounds": 5},
 }
 # Open findings that show only in some runs (they depend on timing): tolerated either way.
+# The intake applies a device's overtaken events in the device's order, so every alarm
+# makes its ticket after a broker restart; in-a-row (which also kills the agent) keeps that
+# check tolerated until it is measured again.
 KNOWN_FLAKY: dict[str, set[str]] = {
     name: {
-        "every alarm made its ticket",
         "events arrive in the device's order",
         "right clocks keep their event times",
     }
     for name in ("broker", "broker-behind", "broker-behind-durable", "in-a-row")
 }
+KNOWN_FLAKY["in-a-row"].add("every alarm made its ticket")
 KNOWN_OPEN: dict[str, set[str]] = {}
 
 
