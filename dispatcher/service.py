@@ -30,7 +30,7 @@ from config.site import Site
 from dispatcher import metrics, tickets, verify
 from dispatcher.accounts import seed_users, worker_positions
 from dispatcher.evidence import BadImage, EvidenceStore
-from dispatcher.hard_negatives import keep_hard_negatives
+from dispatcher.hard_negatives import keep_after_rejection
 from dispatcher.intake import (
     BatchContext,
     Intake,
@@ -47,7 +47,6 @@ from dispatcher.store.schema import (
     citizen_reports,
     devices,
     evidence,
-    incidents,
     verifications,
 )
 from dispatcher.store.schema import tickets as tickets_table
@@ -288,36 +287,18 @@ class Dispatcher:
         self, ticket_id: int, *, actor: str, worker_id: str | None, reason: str
     ) -> RowMapping:
         """A false alarm (by its worker, or a supervisor with worker_id None): close it as
-        rejected and keep the camera snapshots as hard negatives for retraining."""
+        rejected, then keep the camera snapshots as hard negatives for retraining. Writing
+        them never fails the committed rejection: a failure is logged, and the next rejection
+        writes what is missing (dispatcher.hard_negatives)."""
         at = self.clock.now()
         with self.engine.begin() as conn:
             self._own(tickets.load(conn, ticket_id), worker_id)
             row = tickets.apply(
                 conn, ticket_id, Transition.REJECTED, at=at, actor=actor, reason=reason
             )
-            incident = (
-                conn.execute(select(incidents).where(incidents.c.id == row["incident_id"]))
-                .mappings()
-                .one()
-            )
-            snapshots = (
-                conn.execute(
-                    select(evidence.c.path).where(
-                        evidence.c.ticket_id == ticket_id, evidence.c.kind == "snapshot"
-                    )
-                )
-                .scalars()
-                .all()
-            )
         self.committed()
-        keep_hard_negatives(
-            self.evidence,
-            self.settings.state_dir / "hard_negatives",
-            row,
-            incident,
-            snapshots,
-            reason=reason,
-            at=at,
+        keep_after_rejection(
+            self.engine, self.evidence, self.settings.state_dir / "hard_negatives", ticket_id, at
         )
         return row
 

@@ -54,6 +54,16 @@ def train(
     precision: Annotated[
         str, typer.Option(help="Shipped precision: fp32, fp16 or int8 (its cost is measured).")
     ] = "fp32",
+    hard_negatives: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--hard-negatives",
+            metavar="DIR",
+            help="A folder of hard negatives: the dispatcher's <state>/hard_negatives/ or one "
+            "of its kind folders (repeatable). Its images join the train split only, as images "
+            "without the rejected kind; counted in the data manifest.",
+        ),
+    ] = None,
 ) -> None:
     """Build the combined data set (garbage + manhole composites) and train with ultralytics.
 
@@ -78,6 +88,13 @@ def train(
             overrides[key] = value
     if start is not None:
         overrides["start"] = None if start.lower() == "none" else start
+    if hard_negatives:
+        missing = [str(p) for p in hard_negatives if not p.is_dir()]
+        if missing:
+            raise typer.BadParameter(
+                f"not a folder: {', '.join(missing)}", param_hint="--hard-negatives"
+            )
+        overrides["hard_negatives"] = [p.resolve() for p in hard_negatives]
     recipe = PRESETS[preset].model_copy(update=overrides)
     recipe = type(recipe).model_validate(recipe.model_dump())
     run_dir = run_training(recipe, runs_dir=runs, datasets=datasets)

@@ -13,6 +13,13 @@ Output (under ``out_dir``), all YOLO format, built deterministically from ``seed
 - ``manifest.json`` – the spec, the crop split and, per generated image, what was placed where.
 
 Street-garbage val/test photos are evaluated from the shared folder itself (unchanged).
+
+Hard negatives (``spec.hard_negatives``: the dispatcher's ``hard_negatives/`` folder, or one of
+its per-kind YOLO folders) join ``images/train`` only, never val or test, all of them (``limit``
+does not apply): each image as one without an object of the kind that was rejected. Its label
+keeps any objects of other classes that the folder carries (a person may label them there) and
+drops those of the rejected kind; ``manifest.json`` lists each image with its source, ticket,
+kind and model version, and counts them per kind.
 """
 
 from __future__ import annotations
@@ -24,12 +31,22 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.yolo_data import (
+    CorruptLabelError,
+    YoloDataError,
+    class_key,
+    find_yaml,
+    label_path_for,
+    load_yolo_folder,
+    parse_label_lines,
+)
 from simulators.composite import (
     CLASSES,
     SPLITS,
@@ -57,6 +74,8 @@ GARBAGE_SET = "street-garbage"
 CROPS_SET = "manhole-crops"
 COMPOSITE_PREFIX = "mc_"
 FULLFRAME_PREFIX = "mf_"
+HARD_NEGATIVE_PREFIX = "hn"
+HARD_NEGATIVE_MANIFEST = "manifest.jsonl"
 JPEG_QUALITY = 92
 
 
@@ -93,6 +112,12 @@ class DatasetSpec(BaseModel):
     crops_test: int = Field(default=8, ge=1, description="Test crops per condition folder.")
     limit: int | None = Field(
         default=None, ge=1, description="Use at most this many scenes per split (smoke tests)."
+    )
+    hard_negatives: list[Path] = Field(
+        default_factory=list,
+        description="Folders of hard negatives (the dispatcher's hard_negatives/ or one of its "
+        "kind folders); their images join the train split only, without objects of the "
+        "rejected kind.",
     )
 
 
@@ -201,6 +226,7 @@ def build_dataset(spec: DatasetSpec) -> BuiltDataset:
             split, spec, garbage, crop_split[split], crop_image, train_dir, comp_dir, images
         )
         counts[split] = n_split
+    manifest["hard_negatives"] = _add_hard_negatives(spec.hard_negatives, train_dir, counts)
     manifest["images"] = images
     manifest["counts"] = counts
     _write_yaml(train_dir / "data.yaml", CLASSES, SPLITS)
@@ -305,3 +331,133 @@ def _build_split(
             )
     images[split] = records
     return dict(counts)
+
+
+def hard_negative_folders(path: Path) -> list[Path]:
+    """The YOLO folders that ``path`` stands for: itself when it has a data yaml, else each of
+    its subfolders that has one (the dispatcher's root, one folder per rejected kind)."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"hard negatives: {path} is not a folder")
+    try:
+        find_yaml(path)
+    except YoloDataError:
+        found = [d for d in sorted(path.iterdir()) if d.is_dir() and _has_yaml(d)]
+        if not found:
+            log.warning("hard negatives: no data.yaml in %s nor in its subfolders", path)
+        return found
+    return [path]
+
+
+def _has_yaml(folder: Path) -> bool:
+    try:
+        find_yaml(folder)
+    except YoloDataError:
+        return False
+    return True
+
+
+def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """The folder's manifest lines by image name (a later line for an image wins)."""
+    path = folder / HARD_NEGATIVE_MANIFEST
+    if not path.is_file():
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            log.warning("%s:%d: not a JSON line (%s); skipped", path, n, exc)
+            continue
+        if isinstance(line, dict) and isinstance(line.get("image"), str):
+            out[line["image"]] = line
+        else:
+            log.warning("%s:%d: no image named; skipped", path, n)
+    return out
+
+
+def _add_hard_negatives(
+    folders: Sequence[Path], train_dir: Path, counts: dict[str, dict[str, int]]
+) -> dict[str, object]:
+    """Link every hard-negative image into ``train_dir``'s train split with its label (objects
+    of other classes only); returns the manifest section and adds to ``counts['train']``."""
+    img_out, lab_out = train_dir / "images" / "train", train_dir / "labels" / "train"
+    ids = {class_key(n): i for i, n in enumerate(CLASSES)}
+    total: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
+    seen: set[Path] = set()
+    sources: list[dict[str, object]] = []
+    records: list[dict[str, object]] = []
+    kinds = [k for p in folders for k in hard_negative_folders(p.resolve())]
+    for i, folder in enumerate(kinds):
+        data = load_yolo_folder(folder)
+        lines = _read_manifest(folder)
+        splits = list(data.splits) or ["train"]
+        images = sorted({p.resolve() for s in splits for p in data.images(s)})
+        mine: Counter[str] = Counter()
+        for image in images:
+            if image in seen:
+                mine["skipped_duplicate"] += 1
+                continue
+            seen.add(image)
+            line = lines.get(image.name, {})
+            # without a manifest line, a folder that names one class holds negatives of it
+            kind = line.get("kind") or (data.names[0] if len(data.names) == 1 else None)
+            if kind is None or class_key(str(kind)) not in ids:
+                why = "skipped_no_kind" if kind is None else "skipped_kind_not_trained"
+                log.warning("hard negative %s: %s (%s)", image, why, kind)
+                mine[why] += 1
+                continue
+            rejected = ids[class_key(str(kind))]
+            label = label_path_for(image)
+            try:
+                text = label.read_text(encoding="utf-8-sig") if label.is_file() else ""
+                rows = parse_label_lines(text, len(data.names), label)
+            except (OSError, UnicodeDecodeError, CorruptLabelError) as exc:
+                log.warning("hard negative %s skipped: its label: %s", image, exc)
+                mine["skipped_bad_label"] += 1
+                continue
+            kept: list[str] = []
+            for row in rows:
+                target = ids.get(class_key(data.names[int(row[0])]))
+                if target == rejected:
+                    mine["labels_dropped_rejected_kind"] += 1
+                elif target is None:
+                    mine["labels_dropped_not_trained"] += 1
+                else:
+                    box = " ".join(f"{float(v):.6f}" for v in row[1:])
+                    kept.append(f"{target} {box}\n")
+            name = f"{HARD_NEGATIVE_PREFIX}{i}_{CLASSES[rejected]}_{image.stem}{image.suffix}"
+            _link(image, img_out / name)
+            (lab_out / f"{Path(name).stem}.txt").write_text("".join(kept), encoding="utf-8")
+            mine["images"] += 1
+            mine["objects_kept"] += len(kept)
+            by_kind[CLASSES[rejected]] += 1
+            records.append(
+                {
+                    "image": name,
+                    "source": str(image),
+                    "kind": CLASSES[rejected],
+                    "objects": len(kept),
+                    **{k: line.get(k) for k in ("ticket_id", "camera_id", "model_version")},
+                }
+            )
+        if mine["labels_dropped_rejected_kind"]:
+            log.warning(
+                "hard negatives in %s: %d labelled object(s) of the rejected kind dropped (a "
+                "hard negative trains as an image without that kind)",
+                folder,
+                mine["labels_dropped_rejected_kind"],
+            )
+        sources.append({"path": str(folder), "names": list(data.names), **mine})
+        total.update(mine)
+    if total["images"]:
+        counts["train"]["images_hard_negative"] = total["images"]
+    if kinds:
+        log.info("hard negatives in train: %s by kind, %s", dict(by_kind), dict(total))
+    return {
+        "counts": {**total, "by_kind": dict(by_kind)},
+        "folders": sources,
+        "images": records,
+    }

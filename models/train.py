@@ -42,6 +42,11 @@ class TrainRecipe(BaseModel):
     data_seed: int = Field(default=0, description="Seed of the composite data set.")
     composite_share: float = Field(default=0.6, ge=0, le=1)
     limit: int | None = Field(default=None, ge=1, description="Scenes per split (smoke).")
+    hard_negatives: list[Path] = Field(
+        default_factory=list,
+        description="Hard-negative folders (the dispatcher's hard_negatives/ or a kind folder "
+        "of it) added to the train split only (models/dataset.py).",
+    )
     fraction: float = Field(default=1.0, gt=0, le=1)
     optimizer: str = Field(default="auto")
     lr0: float = Field(default=0.01, gt=0)
@@ -159,6 +164,7 @@ def train(recipe: TrainRecipe, runs_dir: Path | None = None, datasets: Path | No
             seed=recipe.data_seed,
             composite_share=recipe.composite_share,
             limit=recipe.limit,
+            hard_negatives=list(recipe.hard_negatives),
         )
     )
     from ultralytics import YOLO  # type: ignore[attr-defined]

@@ -244,14 +244,14 @@ def test_false_alarm_is_kept_as_a_yolo_hard_negative(
     tid = int(t["id"])  # type: ignore[call-overload]
     d.reject(tid, actor="worker:w01", worker_id="w01", reason="只是阴影 / only a shadow")
     assert status(d, tid) == "rejected"
-    root = d.settings.state_dir / "hard_negatives"
+    root = d.settings.state_dir / "hard_negatives" / "garbage"
     [image] = list((root / "images").iterdir())
     label = root / "labels" / f"{image.stem}.txt"
-    meta = json.loads((root / "meta" / f"{image.stem}.json").read_text("utf-8"))
+    [meta] = [json.loads(x) for x in (root / "manifest.jsonl").read_text("utf-8").splitlines()]
     assert image.suffix == ".jpg" and image.read_bytes()[:2] == b"\xff\xd8"
-    assert label.read_text() == ""  # nothing of our classes in the image
-    assert meta["category"] == "garbage" and meta["bbox_yolo"] == [0.5, 0.65, 0.2, 0.3]
-    assert meta["reason"] == "只是阴影 / only a shadow"
+    assert label.read_text() == ""  # no garbage in the image
+    assert meta["kind"] == "garbage" and meta["bbox_yolo"] == [0.5, 0.65, 0.2, 0.3]
+    assert meta["reason"] == "只是阴影 / only a shadow" and meta["image"] == image.name
 
 
 def test_the_running_dispatcher_fires_a_timer_when_its_clock_passes_it(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
+from dispatcher.evidence import EvidenceStore
+from dispatcher.hard_negatives import Rejection, Snapshot, keep_hard_negatives
 from tests.models.fake_onnx import write_fake_detector
 
 # Model classes; the fixture data names only two of them, in another order.
@@ -68,9 +71,51 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# Hard negatives as the dispatcher writes them: (ticket, kind, grey level of the 320x320 image).
+HARD_NEGATIVES = [(7, "garbage", 255), (7, "garbage", 250), (8, "manhole_missing", 245)]
+
+
+def write_hard_negatives(root: Path) -> Path:
+    """The dispatcher's ``hard_negatives/`` folder, written by its own writer: three uniform
+    grey snapshots (the fake model's scores scale with grey/255), two rejected as garbage (one
+    ticket, two cameras), one as manhole_missing."""
+    store = EvidenceStore(root.parent / "evidence")
+    at = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    by_ticket: dict[int, list[Snapshot]] = {}
+    for eid, (ticket, kind, grey) in enumerate(HARD_NEGATIVES, 1):
+        ok, jpeg = cv2.imencode(".jpg", np.full((320, 320, 3), grey, np.uint8))
+        assert ok
+        stored = store.save(jpeg.tobytes(), "snapshot", at)
+        by_ticket.setdefault(ticket, []).append(
+            Snapshot(
+                evidence_id=eid,
+                path=stored.path,
+                sha256=stored.sha256,
+                event_id=f"event-{eid}",
+                kind=kind,
+                device_id="edge-01",
+                camera_id=f"cam-0{eid}",
+                bbox=(0.1 * eid, 0.2, 0.1 * eid + 0.2, 0.6),
+                confidence=0.7,
+                model_version="det-test",
+                seen_at=at,
+            )
+        )
+    for ticket, snaps in by_ticket.items():
+        kind = snaps[0].kind or ""
+        keep_hard_negatives(store, root, Rejection(ticket, kind, at, "误报", tuple(snaps)))
+    return root
+
+
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One epoch of the 'smoke' recipe on a handful of real images (offline, ~10 s on 2 cores)."""
+def hard_negatives(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_hard_negatives(tmp_path_factory.mktemp("dispatcher-state") / "hard_negatives")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, hard_negatives: Path) -> Path:
+    """One epoch of the 'smoke' recipe on a handful of real images and the dispatcher's hard
+    negatives (offline, ~10 s on 2 cores)."""
     from simulators.composite import datasets_root
 
     if not (datasets_root() / "street-garbage").is_dir():
@@ -78,4 +123,5 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("ultralytics")
     from models.train import PRESETS, train
 
-    return train(PRESETS["smoke"], runs_dir=tmp_path_factory.mktemp("runs"))
+    recipe = PRESETS["smoke"].model_copy(update={"hard_negatives": [hard_negatives]})
+    return train(recipe, runs_dir=tmp_path_factory.mktemp("runs"))

@@ -7,10 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import insert
 
 from dispatcher.store.schema import audit
@@ -102,6 +104,28 @@ def test_false_alarm_is_rejected_and_kept_as_a_hard_negative(env: Env) -> None:
     )
     assert any(p.suffix == ".jpg" for p in kept), kept
     assert w04.post(f"/tickets/{t['id']}/reject", json={"reason": "again"}).status_code == 409
+
+
+def test_a_hard_negative_that_cannot_be_written_does_not_fail_the_rejection(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = Path(env.dispatcher.settings.state_dir, "hard_negatives")
+    aside = root.with_name("hard_negatives.aside")
+    if root.exists():
+        root.rename(aside)
+    root.write_text("a file where the folder should be")
+    try:
+        t = env.ticket("g4")
+        with caplog.at_level(logging.ERROR, logger="dispatcher.hard_negatives"):
+            r = env.client("w04").post(f"/tickets/{t['id']}/reject", json={"reason": "误报"})
+        assert r.status_code == 200 and r.json()["status"] == "rejected"
+        assert any(
+            f"hard negatives of ticket {t['id']} not written" in m for m in caplog.messages
+        ), caplog.messages
+    finally:
+        root.unlink()
+        if aside.exists():
+            aside.rename(root)
 
 
 def test_supervisor_reassigns_reviews_and_rejects(env: Env) -> None:
