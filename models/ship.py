@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import shutil
@@ -114,11 +115,28 @@ def keep_checkpoint(weights: Path, dst: Path) -> None:
 
 
 def checkpoint_epoch(weights: Path) -> int:
-    """The (1-based) epoch a checkpoint was saved at."""
+    """The (1-based) epoch a checkpoint was saved at; 0 when unknown.
+
+    Ultralytics strips ``best.pt`` when training ends and sets its epoch to -1; the epoch is
+    then the row of the run's ``results.csv`` with the best fitness (mAP50-95, as
+    ultralytics picks ``best.pt``)."""
     import torch
 
     ckpt = torch.load(str(weights), map_location="cpu", weights_only=False)
-    return int(ckpt.get("epoch", -1)) + 1 if isinstance(ckpt, dict) else 0
+    saved = int(ckpt.get("epoch", -1)) if isinstance(ckpt, dict) else -1
+    if saved >= 0:
+        return saved + 1
+    return best_epoch(weights.parent.parent / "results.csv")
+
+
+def best_epoch(results_csv: Path) -> int:
+    """The epoch (as numbered in ``results.csv``) with the highest box mAP50-95; 0 when none."""
+    if not results_csv.is_file():
+        return 0
+    with results_csv.open(newline="") as f:
+        rows = [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
+    scored = [(float(r["metrics/mAP50-95(B)"]), int(float(r["epoch"]))) for r in rows if r]
+    return max(scored, key=lambda s: (s[0], -s[1]))[1] if scored else 0
 
 
 def ship(run_dir: Path, plan: ShipPlan) -> ShipResult:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge.detect.metadata import ModelMetadata, sidecar_path
 from models.card import render
-from models.ship import ShipPlan, run_record, ship
+from models.ship import ShipPlan, best_epoch, run_record, ship
 
 
 def load_metadata(model: Path) -> ModelMetadata:
@@ -44,3 +44,15 @@ def test_fp32_ship_has_no_reference(smoke_run: Path, tmp_path: Path) -> None:
     assert "What" not in render(
         load_metadata(out), out, evaluation, run_record(smoke_run), smoke_run
     )
+
+
+def test_best_epoch_is_the_first_with_the_highest_map50_95(tmp_path: Path) -> None:
+    """A stripped best.pt no longer knows its epoch; the run's results.csv does (as
+    ultralytics picks best.pt: the highest mAP50-95, the first of equals)."""
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text(
+        "                  epoch,  metrics/mAP50(B),  metrics/mAP50-95(B)\n"
+        "1,0.50,0.30\n2,0.70,0.41\n3,0.72,0.40\n4,0.69,0.41\n"
+    )
+    assert best_epoch(csv_path) == 2
+    assert best_epoch(tmp_path / "missing.csv") == 0
