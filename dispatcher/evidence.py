@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+from sqlalchemy import Connection, insert
+
+from dispatcher.store.schema import evidence
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +103,27 @@ class EvidenceStore:
         if not path.is_relative_to(self.root) or not path.is_file():
             raise FileNotFoundError(rel)
         return path
+
+
+def record(
+    conn: Connection,
+    stored: StoredImage,
+    kind: EvidenceKind,
+    at: datetime,
+    ticket_id: int | None = None,
+) -> int:
+    """The evidence row of a stored image (of a ticket, or of an incident's event); its id."""
+    return int(
+        conn.execute(
+            insert(evidence)
+            .values(
+                kind=kind,
+                path=stored.path,
+                sha256=stored.sha256,
+                bytes=stored.size,
+                ticket_id=ticket_id,
+                created_at=at,
+            )
+            .returning(evidence.c.id)
+        ).scalar_one()
+    )

@@ -61,6 +61,7 @@ from dispatcher import tickets as ticket_ops
 from dispatcher import verify
 from dispatcher.accounts import worker_positions
 from dispatcher.evidence import BadImage, EvidenceStore
+from dispatcher.evidence import record as record_evidence
 from dispatcher.grids import GridIndex
 from dispatcher.incidents import (
     OpenIncident,
@@ -1052,23 +1053,9 @@ class Intake:
         in-order delivery would have: an incident with a ticket opened at its ``new`` and
         cancelled (cleared by the sensor) at its ``cleared``. Nobody is sent: the problem was
         gone before we knew of it. The sensor's track stays with the newer incident."""
-        cell = self.grids.locate(o.lat, o.lon)
-        incident: dict[str, Any] = {
-            "kind": o.kind,
-            "status": "open",
-            "lat": o.lat,
-            "lon": o.lon,
-            "grid_id": cell.id if cell else None,
-            "street_id": cell.street if cell else None,
-            "source": o.source_type,
-            "first_seen": new.ts,
-            "last_seen": max(new.ts, cleared.ts),
-            "cleared_at": cleared.ts,
-            "camera_ids": [],
-            "track_keys": [key],
-            "bbox": None,
-            "events": 2,
-        }
+        incident = self._incident_row(o, first_seen=new.ts, track_keys=[key], events=2)
+        incident["last_seen"] = max(new.ts, cleared.ts)
+        incident["cleared_at"] = cleared.ts
         incident_id = int(conn.execute(_INSERT_INCIDENT, incident).scalar_one())
         incident["id"] = incident_id
         actor = f"device:{o.device_id}"
@@ -1112,19 +1099,7 @@ class Intake:
         stored = self.evidence_store.save(jpeg, "snapshot", at)
         if crop:
             self.evidence_store.save(crop, "crop", at)
-        return int(
-            conn.execute(
-                insert(evidence)
-                .values(
-                    kind="snapshot",
-                    path=stored.path,
-                    sha256=stored.sha256,
-                    bytes=stored.size,
-                    created_at=at,
-                )
-                .returning(evidence.c.id)
-            ).scalar_one()
-        )
+        return record_evidence(conn, stored, "snapshot", at)
 
     def _seen_again(self, ctx: BatchContext, incident_id: int, o: Observation) -> None:
         """One more sighting by a track already on the incident: last seen, count, box."""
@@ -1219,10 +1194,12 @@ class Intake:
             },
         )
 
-    def _open(self, conn: Connection, o: Observation, ctx: BatchContext) -> int:
+    def _incident_row(
+        self, o: Observation, *, first_seen: datetime, track_keys: list[str], events: int
+    ) -> dict[str, Any]:
+        """A new open incident of ``o``'s kind at ``o``'s place (its grid cell and street)."""
         cell = self.grids.locate(o.lat, o.lon)
-        key = o.key
-        incident: dict[str, Any] = {
+        return {
             "kind": o.kind,
             "status": "open",
             "lat": o.lat,
@@ -1230,13 +1207,21 @@ class Intake:
             "grid_id": cell.id if cell else None,
             "street_id": cell.street if cell else None,
             "source": o.source_type,
-            "first_seen": o.ts,
-            "last_seen": o.ts,
-            "camera_ids": [o.source_id] if o.source_type == "camera" else [],
-            "track_keys": [key] if key else [],
-            "bbox": list(o.bbox) if o.bbox else None,
-            "events": 1,
+            "first_seen": first_seen,
+            "last_seen": first_seen,
+            "cleared_at": None,
+            "camera_ids": [],
+            "track_keys": track_keys,
+            "bbox": None,
+            "events": events,
         }
+
+    def _open(self, conn: Connection, o: Observation, ctx: BatchContext) -> int:
+        key = o.key
+        incident = self._incident_row(o, first_seen=o.ts, track_keys=[key] if key else [], events=1)
+        if o.source_type == "camera":
+            incident["camera_ids"] = [o.source_id]
+        incident["bbox"] = list(o.bbox) if o.bbox else None
         incident_id = int(conn.execute(_INSERT_INCIDENT, incident).scalar_one())
         incident["id"] = incident_id
         self._track(conn, incident_id, o)

@@ -30,6 +30,7 @@ from config.site import Site
 from dispatcher import metrics, tickets, verify
 from dispatcher.accounts import seed_users, worker_positions
 from dispatcher.evidence import BadImage, EvidenceStore
+from dispatcher.evidence import record as record_evidence
 from dispatcher.hard_negatives import keep_after_rejection
 from dispatcher.intake import (
     BatchContext,
@@ -46,7 +47,6 @@ from dispatcher.store.db import make_engine, migrate
 from dispatcher.store.schema import (
     citizen_reports,
     devices,
-    evidence,
     verifications,
 )
 from dispatcher.store.schema import tickets as tickets_table
@@ -266,16 +266,7 @@ class Dispatcher:
                 actor=f"worker:{worker_id}",
                 reason=note,
             )
-            conn.execute(
-                insert(evidence).values(
-                    kind="after_photo",
-                    path=stored.path,
-                    sha256=stored.sha256,
-                    bytes=stored.size,
-                    ticket_id=ticket_id,
-                    created_at=at,
-                )
-            )
+            record_evidence(conn, stored, "after_photo", at, ticket_id)
             commands = verify.ask_cameras(conn, self.site, row, at)
         for cmd in commands:
             self.bus.publish(topics.command(cmd.device_id), cmd)
@@ -505,19 +496,7 @@ class Dispatcher:
                 extra={"device_id": result.device_id},
             )
             return None
-        evidence_id: int = conn.execute(
-            insert(evidence)
-            .values(
-                kind="verify",
-                path=stored.path,
-                sha256=stored.sha256,
-                bytes=stored.size,
-                ticket_id=ticket_id,
-                created_at=now,
-            )
-            .returning(evidence.c.id)
-        ).scalar_one()
-        return evidence_id
+        return record_evidence(conn, stored, "verify", now, ticket_id)
 
     def _record_status(self, d: Delivery) -> str | None:
         """A device's heartbeat or last will: the device's row. Returns why it is refused, or

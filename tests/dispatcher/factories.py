@@ -21,11 +21,12 @@ from config.site import GeoPoint, Site
 from dispatcher import tickets as ticket_ops
 from dispatcher import verify
 from dispatcher.evidence import EvidenceStore
+from dispatcher.evidence import record as record_evidence
 from dispatcher.grids import GridIndex
 from dispatcher.intake import Intake
 from dispatcher.lifecycle import Transition
 from dispatcher.store.db import make_engine, migrate, sqlite_url
-from dispatcher.store.schema import audit, evidence, incidents, tickets
+from dispatcher.store.schema import audit, incidents, tickets
 from dispatcher.timers import Timers
 from simulators.workers import after_photo
 
@@ -245,14 +246,5 @@ class Desk:
                 stored = self.intake.evidence_store.save(
                     after_photo(ticket_id, 1), "after_photo", at
                 )
-                conn.execute(
-                    insert(evidence).values(
-                        kind="after_photo",
-                        path=stored.path,
-                        sha256=stored.sha256,
-                        bytes=stored.size,
-                        ticket_id=ticket_id,
-                        created_at=at,
-                    )
-                )
+                record_evidence(conn, stored, "after_photo", at, ticket_id)
             return [str(c.camera_id) for c in verify.ask_cameras(conn, self.site, row, at)]

@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from sqlalchemy import insert
 
 from broker.mosquitto import MosquittoServer
 from config.clock import ManualClock
 from config.site import SAMPLE_SITE, Site
 from dispatcher import tickets as ticket_ops
 from dispatcher.api.app import create_app
+from dispatcher.evidence import record as record_evidence
 from dispatcher.service import Dispatcher
 from dispatcher.store.schema import evidence
 from simulators.local_services import InfluxServer
@@ -101,16 +101,7 @@ class Env:
             )
             row = ticket_ops.assign(conn, self.site, tid, at=at, actor="system")
             if stored is not None:
-                conn.execute(
-                    insert(evidence).values(
-                        kind="snapshot",
-                        path=stored.path,
-                        sha256=stored.sha256,
-                        bytes=stored.size,
-                        ticket_id=tid,
-                        created_at=at,
-                    )
-                )
+                record_evidence(conn, stored, "snapshot", at, tid)
         d.committed()
         return dict(row)
 
