@@ -78,7 +78,10 @@ class CalibrationReader:
 
 
 def export_fp32(weights: Path, imgsz: int, workdir: Path, opset: int | None = None) -> Path:
-    """ultralytics' ONNX export (simplified, static shape, batch 1) into ``workdir``."""
+    """ultralytics' ONNX export (simplified, batch 1) into ``workdir``, with dynamic height and
+    width: the edge letterboxes a camera's frames to the smallest input that holds them
+    (``OnnxDetectorConfig.rect``); ``imgsz`` is the square the model was trained and is
+    evaluated at (its ``input_size``)."""
     configure_offline()
     from ultralytics import YOLO  # type: ignore[attr-defined]
 
@@ -88,7 +91,7 @@ def export_fp32(weights: Path, imgsz: int, workdir: Path, opset: int | None = No
         "format": "onnx",
         "imgsz": imgsz,
         "simplify": True,
-        "dynamic": False,
+        "dynamic": True,
         "batch": 1,
         "device": "cpu",
     }

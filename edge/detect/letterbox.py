@@ -43,6 +43,17 @@ def letterbox_geometry(frame_hw: tuple[int, int], input_hw: tuple[int, int]) -> 
     )
 
 
+def rect_input_hw(
+    frame_hw: tuple[int, int], input_hw: tuple[int, int], stride: int = 32
+) -> tuple[int, int]:
+    """The smallest input that holds the frame letterboxed into ``input_hw`` with padding to
+    a multiple of ``stride`` (ultralytics' ``auto`` letterbox): 320 x 192 for a 16:9 frame
+    and a 320 x 320 model, the square itself for a square frame."""
+    geo = letterbox_geometry(frame_hw, input_hw)
+    w, h = geo.resized_wh
+    return h + (input_hw[0] - h) % stride, w + (input_hw[1] - w) % stride
+
+
 def letterbox(
     frame_bgr: NDArray[np.uint8], input_hw: tuple[int, int]
 ) -> tuple[NDArray[np.uint8], LetterboxGeometry]:

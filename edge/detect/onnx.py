@@ -22,7 +22,7 @@ from edge.detect.base import (
     register_backend,
     resolve_thresholds,
 )
-from edge.detect.letterbox import letterbox, to_input_tensor
+from edge.detect.letterbox import letterbox, letterbox_geometry, rect_input_hw, to_input_tensor
 from edge.detect.metadata import ModelMetadata, ModelMetadataError, read_model_metadata
 from edge.detect.postprocess import apply_class_thresholds, decode_frame
 
@@ -57,6 +57,16 @@ class OnnxDetectorConfig(DetectorConfig):
         "video decoding and the agent, and spinning threads take CPU from them and run slower "
         "(docs/benchmarks.md). On only for a box whose cores do nothing but inference.",
     )
+    rect: bool = Field(
+        default=False,
+        title="Rectangular input",
+        description="With a model that takes any input size (exported with dynamic axes, as "
+        "`gridwatch export` does), letterbox each frame to the smallest multiple of 32 that "
+        "holds it, as ultralytics' predict does: 320 x 192 for a 16:9 camera, about a third "
+        "less time per inference. Off by default: the shipped model was trained and measured "
+        "on square letterboxed inputs, and on non-square images it loses accuracy "
+        "(models/MODEL_CARD.md); measure on the camera's own frames before turning it on.",
+    )
 
 
 def session_for(
@@ -89,7 +99,8 @@ class OnnxDetector(Detector):
         half = "float16" in inp.type
         self._input_dtype: type[np.floating[Any]] = np.float16 if half else np.float32
         static_hw = tuple(inp.shape[2:4])
-        if all(isinstance(s, int) for s in static_hw) and static_hw != self.metadata.input_size:
+        self._fixed_input = all(isinstance(s, int) for s in static_hw)
+        if self._fixed_input and static_hw != self.metadata.input_size:
             raise ModelMetadataError(
                 f"{config.model}: input is {static_hw} but metadata says {self.metadata.input_size}"
             )
@@ -137,11 +148,25 @@ class OnnxDetector(Detector):
         """The operating confidence threshold in force for each class."""
         return {c: float(t) for c, t in zip(self._classes, self._thresholds, strict=True)}
 
+    def input_hw_for(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
+        """The network input a frame of this size is letterboxed to."""
+        if self._fixed_input or not self.config.rect:
+            return self.input_size
+        return rect_input_hw(frame_hw, self.input_size)
+
     def raw_output(self, frame_bgr: FrameBGR) -> NDArray[np.float32]:
-        """The network's output for one frame, ``(4 + classes, anchors)`` in input pixels."""
-        img, _ = letterbox(frame_bgr, self.input_size)
+        """The network's output for one frame, ``(4 + classes, anchors)``, in the pixels of the
+        frame letterboxed to the model's square ``input_size`` (whatever input it ran at)."""
+        frame_hw = (frame_bgr.shape[0], frame_bgr.shape[1])
+        input_hw = self.input_hw_for(frame_hw)
+        img, geo = letterbox(frame_bgr, input_hw)
         out = self._session.run(None, {self._input_name: to_input_tensor(img, self._input_dtype)})
-        return np.asarray(out[0][0], dtype=np.float32)
+        raw = np.array(out[0][0], dtype=np.float32)
+        if input_hw != self.input_size:  # same scale, less padding: shift the box centres
+            square = letterbox_geometry(frame_hw, self.input_size)
+            raw[0] += square.left - geo.left
+            raw[1] += square.top - geo.top
+        return raw
 
     def predict_array(
         self,

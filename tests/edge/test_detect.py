@@ -12,7 +12,7 @@ import pytest
 
 from edge.detect import DetectorConfigError, build_detector, parse_detector_config
 from edge.detect.base import Detection, DetectorConfig, resolve_thresholds
-from edge.detect.letterbox import letterbox, scale_boxes_to_frame
+from edge.detect.letterbox import letterbox, rect_input_hw, scale_boxes_to_frame
 from edge.detect.metadata import ModelMetadata
 from edge.detect.postprocess import non_max_suppression
 from tests.models.fake_onnx import write_fake_detector
@@ -54,6 +54,44 @@ def test_letterbox_is_ultralytics_letterbox(shape: tuple[int, int], size: tuple[
     theirs = LetterBox(size, auto=False, stride=32)(image=frame)
     assert ours.shape == theirs.shape
     np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_rect_letterbox_is_ultralytics_auto_letterbox(shape: tuple[int, int]) -> None:
+    """The smallest input (ultralytics' ``auto``) for a model that takes any input size."""
+    pytest.importorskip("ultralytics")
+    from ultralytics.data.augment import LetterBox
+
+    frame = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
+    ours, _ = letterbox(frame, rect_input_hw(shape, (320, 320)))
+    theirs = LetterBox((320, 320), auto=True, stride=32)(image=frame)
+    assert ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_dynamic_model_runs_a_wide_frame_at_its_smallest_input(tmp_path: Path) -> None:
+    """A 16:9 frame goes in at 320 x 192; boxes come back in frame pixels as from the square.
+    The fake outputs the same box (in input pixels) whatever the input, so where it lands in
+    the frame shows which input the model got."""
+    pytest.importorskip("onnx")
+    model = write_fake_detector(
+        tmp_path / "dynamic.onnx",
+        boxes_xyxy=[(100, 50, 140, 90)],
+        scores=[(0.9,)],
+        classes=("garbage",),
+        thresholds={"garbage": 0.5},
+        dynamic=True,
+    )
+    frame = np.full((360, 640, 3), 255, np.uint8)  # scale 0.5 to 320 x 180
+    rect = build_detector({"type": "onnx", "model": str(model), "threads": 1, "rect": True})
+    assert rect.input_hw_for((360, 640)) == (192, 320)  # type: ignore[attr-defined]
+    assert rect.input_hw_for((320, 320)) == (320, 320)  # type: ignore[attr-defined]
+    # 6 rows of padding above the frame at 320 x 192: y 50 -> (50 - 6) / 0.5
+    assert rect.detect(frame)[0].xyxy == pytest.approx((200, 88, 280, 168), abs=1e-3)
+    square = build_detector({"type": "onnx", "model": str(model), "threads": 1})
+    assert square.input_hw_for((360, 640)) == (320, 320)  # type: ignore[attr-defined]
+    # 70 rows of padding at 320 x 320: the box is above the frame, clipped to its top edge
+    assert square.detect(frame)[0].xyxy == pytest.approx((200, 0, 280, 40), abs=1e-3)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -22,8 +22,12 @@ def write_fake_detector(
     input_size: int = 320,
     thresholds: dict[str, float] | None = None,
     iou: float = 0.7,
+    *,
+    dynamic: bool = False,
 ) -> Path:
-    """Write the model (with a gridwatch metadata record embedded) and return its path."""
+    """Write the model (with a gridwatch metadata record embedded) and return its path. With
+    ``dynamic`` its input takes any height and width (as an export with dynamic axes); the
+    boxes it outputs are the same whatever the input size."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -50,7 +54,9 @@ def write_fake_detector(
         "fake-detector",
         [
             helper.make_tensor_value_info(
-                "images", TensorProto.FLOAT, [1, 3, input_size, input_size]
+                "images",
+                TensorProto.FLOAT,
+                [1, 3, "height", "width"] if dynamic else [1, 3, input_size, input_size],
             )
         ],
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + nc, n])],
