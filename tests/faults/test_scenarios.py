@@ -71,6 +71,9 @@ KNOWN_FLAKY: dict[str, set[str]] = {
     for name in ("broker", "broker-behind", "broker-behind-durable", "in-a-row")
 }
 KNOWN_FLAKY["in-a-row"].add("every alarm made its ticket")
+# After a dispatcher restart, Mosquitto 2.0.11 let a live event overtake its session's queue
+# (docs/reliability.md, Open); the intake keeps the tickets right.
+KNOWN_FLAKY["dispatcher"] = {"events arrive in the device's order"}
 KNOWN_OPEN: dict[str, set[str]] = {}
 
 
