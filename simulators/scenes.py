@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simulators.composite import (
     CLASSES,
+    DATASETS_ENV,
     CoverLook,
     Image,
     Mask,
@@ -304,6 +305,11 @@ def make_scene_video(spec: SceneSpec, out_path: Path, seed: int) -> SceneTruth:
     """Render the scene to ``out_path`` (mp4) and its truth to ``out_path.with_suffix('.json')``."""
     root = datasets_root(spec.datasets)
     garbage_root = root / "street-garbage"
+    if not (garbage_root / "images" / spec.split).is_dir():
+        raise FileNotFoundError(
+            f"shared datasets not found: no {garbage_root / 'images' / spec.split} "
+            f"(set {DATASETS_ENV} to the folder that holds street-garbage/ and manhole-crops/)"
+        )
     rng = rng_for(seed, "scene", 0)
     negatives = _negatives(garbage_root, spec.split)
     if spec.background is not None:

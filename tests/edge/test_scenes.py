@@ -22,6 +22,7 @@ from edge.agent import EdgeAgent
 from edge.detect import build_detector
 from edge.settings import load_edge_settings
 from edge.sources import VideoFileSource
+from simulators.composite import datasets_root
 from simulators.scenes import SceneObject, SceneSpec, SceneTruth, TransientObject, make_scene_video
 from simulators.street_cameras import (
     GOOD_HIT,
@@ -33,6 +34,10 @@ from simulators.street_cameras import (
 )
 from tests.conftest import wait_until
 from tests.edge.conftest import ListenerFactory, camera, clear_retained, edge_yaml
+
+pytestmark = pytest.mark.skipif(
+    not (datasets_root() / "street-garbage").is_dir(), reason="shared datasets not present"
+)
 
 T_CONFIRM = 10.0  # the default ClassRule: confirm_seconds
 T_CLEAR = 20.0  # clear_seconds

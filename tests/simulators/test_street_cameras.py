@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from broker.messages import Event
+from simulators.composite import datasets_root
 from simulators.scenes import SceneTruth, TruthObject
 from simulators.street_cameras import (
     CLEAR_S,
@@ -114,6 +115,8 @@ def test_the_demo_finds_scenes_the_shipped_model_sees(tmp_path: Path) -> None:
 
     if not SHIPPED_MODEL.is_file():
         pytest.skip(f"no shipped model at {SHIPPED_MODEL}")
+    if not (datasets_root() / "street-garbage").is_dir():
+        pytest.skip("shared datasets not present")
     plans = pick_plans(PLANS, SHIPPED_MODEL, tmp_path)
     assert [p.kind for p in plans] == [p.kind for p in PLANS]
     assert len({(p.kind, p.seed) for p in plans}) == len(plans)
