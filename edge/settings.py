@@ -426,14 +426,24 @@ def load_edge_settings(path: Path | str) -> LoadedSettings:
     data = expand_env(data, p)
     base = p.parent
     device_id = data.get("device_id")
-    if "outbox" in data and isinstance(data["outbox"], dict) and "path" in data["outbox"]:
-        data["outbox"] = {**data["outbox"], "path": _resolve(base, data["outbox"]["path"])}
-    elif isinstance(device_id, str):
+    outbox = data.get("outbox")
+    if isinstance(outbox, dict) and "path" in outbox:
+        data["outbox"] = {**outbox, "path": _resolve(base, outbox["path"])}
+    elif isinstance(device_id, str) and (outbox is None or isinstance(outbox, dict)):
         data["outbox"] = {
             **(data.get("outbox") or {}),
             "path": str(base / f"{device_id}-outbox.sqlite"),
         }
     data["detector"] = _resolve_detector(base, data.get("detector", dict(DEFAULT_DETECTOR)))
+    wrong = [
+        f"{key}: expected a list (got {type(data[key]).__name__})"
+        for key in ("cameras", "sensors")
+        if data.get(key) is not None and not isinstance(data[key], list)
+    ]
+    if data.get("site") is not None and not isinstance(data["site"], str):
+        wrong.append(f"site: expected a path (got {type(data['site']).__name__})")
+    if wrong:
+        raise ConfigError(p, wrong)
     raw_cams: list[tuple[str, Any]] = []
     for i, cam in enumerate(data.get("cameras") or []):
         if isinstance(cam, dict):

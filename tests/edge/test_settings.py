@@ -134,6 +134,23 @@ def test_a_typo_at_the_top_is_fatal_and_named(tmp_path: Path) -> None:
         load_edge_settings(p)
 
 
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("outbox: true", "outbox: Input should be a valid dictionary"),  # found by hypothesis
+        ("cameras: 5", "cameras: expected a list (got int)"),
+        ("cameras: {a: 1}", "cameras: expected a list (got dict)"),
+        ("sensors: true", "sensors: expected a list (got bool)"),
+        ("site: 3", "site: expected a path (got int)"),
+    ],
+)
+def test_a_section_of_the_wrong_type_is_named(tmp_path: Path, line: str, named: str) -> None:
+    p = write(tmp_path, f"device_id: edge-01\nbroker: {{password: pw}}\n{line}\n")
+    with pytest.raises(ConfigError) as err:
+        load_edge_settings(p)
+    assert str(p) in str(err.value) and named in str(err.value)
+
+
 def test_docs_describe_every_setting() -> None:
     """docs/edge.md is the installer's reference: every key of the edge YAML appears in it."""
     from edge.settings import (

@@ -68,8 +68,11 @@ def test_export_fp32_metadata_and_raw_parity(smoke_run: Path, tmp_path: Path) ->
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model yet")
-def test_shipped_onnx_gives_ultralytics_boxes() -> None:
-    """Our letterbox/decode/NMS on the shipped ONNX = ultralytics' predictor on the same file."""
+@pytest.mark.parametrize("rect", [False, True])
+def test_shipped_onnx_gives_ultralytics_boxes(rect: bool) -> None:
+    """Our letterbox/decode/NMS on the shipped ONNX = ultralytics' predictor on the same file:
+    at the square input (our default; ultralytics' ``rect=False``) and at the smallest
+    stride-32 input (our ``rect``; ultralytics' default for a model of any input size)."""
     pytest.importorskip("ultralytics")
     from ultralytics import YOLO
 
@@ -78,14 +81,14 @@ def test_shipped_onnx_gives_ultralytics_boxes() -> None:
         pytest.skip("shared datasets not present")
     images = sorted((root / "street-garbage" / "images" / "test").glob("*.jpg"))[:6]
     images += sorted((root / "manhole-crops" / "lose").glob("*.jpg"))[:3]  # not square
-    ours = OnnxDetector(OnnxDetectorConfig(model=SHIPPED, conf=0.05))
+    ours = OnnxDetector(OnnxDetectorConfig(model=SHIPPED, conf=0.05, rect=rect))
     theirs = YOLO(str(SHIPPED), task="detect")
     compared = 0
     for path in images:
         frame = cv2.imread(str(path))
         mine = ours.detect(frame)
         ref = theirs.predict(
-            frame, conf=0.05, iou=ours.iou, imgsz=ours.input_size[0], verbose=False
+            frame, conf=0.05, iou=ours.iou, imgsz=ours.input_size[0], rect=rect, verbose=False
         )[0].boxes
         assert len(mine) == len(ref), path
         for d, box, conf, cls in zip(
