@@ -970,8 +970,7 @@ def load_markdown(r: dict[str, Any], machine: str) -> str:
     lines += [
         "",
         "Events per minute: " + ", ".join(f"{k}: {v}" for k, v in r["events_per_minute"].items()),
-        f"Load average of the machine at the end (1, 5, 15 min): {r['load_average_at_end']} "
-        "(other work was running on it).",
+        f"Load average of the machine at the end (1, 5, 15 min): {r['load_average_at_end']}.",
     ]
     return "\n".join(lines)
 
