@@ -38,7 +38,7 @@ bench: apt-test $(VENV)/.test-installed
 	$(PY) -m bench.dispatcher
 
 model: $(VENV)/.test-installed
-	$(VENV)/bin/gridwatch train --preset shipped --ship
+	$(VENV)/bin/gridwatch train --preset shipped --ship --precision int8
 
 apt-demo:
 	@missing=""; for p in $(DEMO_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -24,11 +24,11 @@ import numpy as np
 import typer
 
 from bench.machine import cpu_name
+from models.ship import CHECKPOINT_HINT, SHIPPED_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "weights" / "gridwatch-det.onnx"
 # The checkpoint the shipped ONNX was exported from (kept beside it by ``gridwatch export``).
-SHIPPED_PT = SHIPPED.with_suffix(".pt")
 
 app = typer.Typer(add_completion=False)
 
@@ -50,7 +50,9 @@ def main(
     onnx: Annotated[
         list[Path] | None, typer.Option(help="ONNX model(s); default: shipped.")
     ] = None,
-    pt: Annotated[Path, typer.Option(help="The .pt checkpoint to compare with.")] = SHIPPED_PT,
+    pt: Annotated[
+        Path, typer.Option(help="The .pt checkpoint to compare with.")
+    ] = SHIPPED_CHECKPOINT,
     images: Annotated[
         Path | None, typer.Option(help="Folder of images; default street-garbage test.")
     ] = None,
@@ -68,7 +70,8 @@ def main(
 
     if not pt.is_file():
         raise typer.BadParameter(
-            f"no checkpoint at {pt}: the baseline is ultralytics' predict on it", param_hint="--pt"
+            f"no checkpoint at {pt} (the baseline is ultralytics' predict on it): {CHECKPOINT_HINT}",
+            param_hint="--pt",
         )
     folder = images or datasets_root() / "street-garbage" / "images" / "test"
     read = [cv2.imread(str(p)) for p in sorted(folder.glob("*.jpg"))[:40]]

@@ -17,7 +17,6 @@ gate let through). CPU-seconds count user + system time of all the process's thr
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import subprocess
@@ -35,11 +34,11 @@ import typer
 import yaml
 
 from bench.machine import cpu_name
+from models.ship import CHECKPOINT_HINT, SHIPPED_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "weights" / "gridwatch-det.onnx"
 # The checkpoint the shipped ONNX was exported from (kept beside it by ``gridwatch export``).
-SHIPPED_PT = SHIPPED.with_suffix(".pt")
 SCENES = REPO / "runs" / ".cache" / "bench-edge-scenes"
 GROUND = {
     "image": [[0.05, 0.98], [0.95, 0.98], [0.75, 0.40], [0.25, 0.40]],
@@ -210,7 +209,9 @@ def detector_rate(fn: Any, frames: list[np.ndarray], runs: int) -> tuple[float, 
 @app.command()
 def main(
     onnx: Annotated[Path, typer.Option(help="the ONNX model; default: the shipped one")] = SHIPPED,
-    pt: Annotated[Path, typer.Option(help="the .pt checkpoint it was exported from")] = SHIPPED_PT,
+    pt: Annotated[
+        Path, typer.Option(help="the .pt checkpoint it was exported from")
+    ] = SHIPPED_CHECKPOINT,
     seconds: Annotated[float, typer.Option(min=5, help="measured seconds per agent run")] = 40,
     runs: Annotated[int, typer.Option(min=10, help="frames per detector row")] = 60,
     append: Annotated[Path | None, typer.Option(help="Markdown file to append to")] = None,
@@ -224,7 +225,8 @@ def main(
         raise typer.BadParameter(f"no model at {onnx}")
     if not pt.is_file():
         raise typer.BadParameter(
-            f"no checkpoint at {pt}: row (a) is ultralytics' predict on it", param_hint="--pt"
+            f"no checkpoint at {pt} (row (a) is ultralytics' predict on it): {CHECKPOINT_HINT}",
+            param_hint="--pt",
         )
     started = datetime.now(UTC)
     context_before = other_work()
@@ -255,22 +257,18 @@ def main(
     rect = OnnxDetector(OnnxDetectorConfig(model=onnx, rect=True))
     rect_hw = rect.input_hw_for((frames[0].shape[0], frames[0].shape[1]))
     b3_fps, b3_cpu = detector_rate(rect.detect, frames, runs)
-    a_fps = a_cpu = float("nan")
+    from models.offline import configure_offline
+
+    configure_offline()
+    from ultralytics import YOLO  # type: ignore[attr-defined]
+
+    model = YOLO(str(pt), task="detect")
+
+    def predict(frame: np.ndarray) -> object:
+        return model.predict(frame, imgsz=imgsz, conf=0.25, device="cpu", verbose=False)
+
+    a_fps, a_cpu = detector_rate(predict, frames, runs)
     a_name = f"(a) ultralytics predict, {pt.name} (torch)"
-    if pt.is_file():
-        from models.offline import configure_offline
-
-        configure_offline()
-        from ultralytics import YOLO  # type: ignore[attr-defined]
-
-        model = YOLO(str(pt), task="detect")
-
-        def predict(frame: np.ndarray) -> object:
-            return model.predict(frame, imgsz=imgsz, conf=0.25, device="cpu", verbose=False)
-
-        a_fps, a_cpu = detector_rate(predict, frames, runs)
-    else:
-        a_name += " - not found, row skipped"
     context_after = other_work()
 
     def agent_row(name: str, r: dict[str, Any]) -> tuple[str, float, float, str, str]:
@@ -327,7 +325,7 @@ def main(
         "|---|---|---|---|---|---|",
     ]
     for name, fps, per_cpu, share, mem in rows:
-        ratio = f"{per_cpu / base:.1f}x" if not math.isnan(base) and base > 0 else "-"
+        ratio = f"{per_cpu / base:.1f}x"
         lines.append(f"| {name} | {fps:.1f} | {per_cpu:.1f} | {ratio} | {share} | {mem} |")
     speedup = b_fps / a_fps
     live_pct = live["cpu_s"] / live["wall_s"] * 100 / live["cores"]

@@ -24,7 +24,12 @@ from models.yolo_data import load_yolo_folder
 log = logging.getLogger(__name__)
 
 SHIPPED_MODEL = REPO_ROOT / "models" / "weights" / "gridwatch-det.onnx"
+# Kept beside the shipped model by ``gridwatch export --run`` but not in git (over 20 MB).
 SHIPPED_CHECKPOINT = SHIPPED_MODEL.with_suffix(".pt")
+CHECKPOINT_HINT = (
+    "the shipped model's checkpoint is not in the repository (22 MB); `make model` trains and "
+    "ships it, `gridwatch export --run runs/train/shipped` writes it again from a training run"
+)
 TRAINING_DATA = [
     "street-garbage (Roboflow Universe project-shb1t/-111-ehcfr v2, CC BY 4.0), train split",
     "manhole-crops (evenstar123/well-detect data/, no licence stated; internal use) "
