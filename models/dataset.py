@@ -338,14 +338,12 @@ def hard_negative_folders(path: Path) -> list[Path]:
     its subfolders that has one (the dispatcher's root, one folder per rejected kind)."""
     if not path.is_dir():
         raise FileNotFoundError(f"hard negatives: {path} is not a folder")
-    try:
-        find_yaml(path)
-    except YoloDataError:
-        found = [d for d in sorted(path.iterdir()) if d.is_dir() and _has_yaml(d)]
-        if not found:
-            log.warning("hard negatives: no data.yaml in %s nor in its subfolders", path)
-        return found
-    return [path]
+    if _has_yaml(path):
+        return [path]
+    found = [d for d in sorted(path.iterdir()) if d.is_dir() and _has_yaml(d)]
+    if not found:
+        log.warning("hard negatives: no data.yaml in %s nor in its subfolders", path)
+    return found
 
 
 def _has_yaml(folder: Path) -> bool:
