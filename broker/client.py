@@ -106,6 +106,12 @@ class Published:
         with info._condition:
             return bool(info._published)
 
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the PUBACK (woken by it, no polling); ``done()``."""
+        info = self._info
+        with info._condition:
+            return bool(info._condition.wait_for(lambda: info._published, timeout_s))
+
 
 # MQTT v5 PUBACK reason code 0x10: accepted, but no subscription matched (not a failure).
 NO_MATCHING_SUBSCRIBERS = 0x10
@@ -369,11 +375,10 @@ class BusClient:
                     self._routes.clear()
                 self._routes[topic] = handlers
         qos, mid = msg.qos, msg.mid
-        acked = threading.Event()
+        once = threading.Lock()  # taken by the first ack; a second one does nothing
 
         def ack() -> None:
-            if self.settings.manual_ack and qos > 0 and not acked.is_set():
-                acked.set()
+            if self.settings.manual_ack and qos > 0 and once.acquire(blocking=False):
                 client.ack(mid, qos)
 
         delivery = Delivery(topic, bytes(msg.payload), qos, bool(msg.retain), mid, ack)

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -53,19 +54,24 @@ class Message(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul_characters(cls, data: object) -> object:
+    def _no_nul_characters(cls, data: object, info: ValidationInfo) -> object:
         """Refuse a NUL character in any text, by name: PostgreSQL cannot store one in a text
-        column, and no field of ours has a use for it."""
-        where = _find_nul(data, "")
+        column, and no field of ours has a use for it. (Skipped for JSON text without the
+        escape ``\\u0000``, the only way JSON can carry one: ``from_json`` says so.)"""
+        if info.context is _NO_NUL_ESCAPE:
+            return data
+        where = _find_nul(data)
         if where is not None:
-            raise ValueError(f"{where or '(payload)'}: text contains a NUL character (\\u0000)")
+            raise ValueError(
+                f"{'.'.join(where) or '(payload)'}: text contains a NUL character (\\u0000)"
+            )
         return data
 
     @model_validator(mode="after")
     def _times_fit_utc(self) -> Self:
         """A time whose offset pushes it outside the years 1-9999 in UTC (``0001-01-01T00:00
         +14:00``) parses but cannot be stored or compared: refuse it by name."""
-        for name, value in self:
+        for name, value in self.__dict__.items():
             if isinstance(value, datetime):
                 try:
                     value.astimezone(UTC)
@@ -82,29 +88,35 @@ class Message(BaseModel):
     @classmethod
     def from_json(cls, payload: bytes | str) -> Self:
         """Parse a payload; any problem raises MessageError with a readable reason."""
+        escape = "\\u0000" if isinstance(payload, str) else b"\\u0000"
+        context = None if escape in payload else _NO_NUL_ESCAPE  # type: ignore[operator]
         try:
-            return cls.model_validate_json(payload)
+            return cls.model_validate_json(payload, context=context)
         except ValidationError as exc:
             raise MessageError(_describe(exc)) from exc
 
 
-def _find_nul(value: object, path: str) -> str | None:
-    """The dotted path of the first string (key or value) with a NUL character, or None."""
+# ``from_json``'s validation context for JSON text that cannot hold a NUL character.
+_NO_NUL_ESCAPE: dict[str, bool] = {"no_nul_escape": True}
+
+
+def _find_nul(value: object) -> list[str] | None:
+    """The path (keys and list indexes) of the first string, key or value, with a NUL
+    character, or None. Paths are built only for the one found: every event is checked."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return [] if "\x00" in value else None
     if isinstance(value, dict):
         for key, item in value.items():
-            inner = f"{path}.{key}" if path else str(key)
             if isinstance(key, str) and "\x00" in key:
-                return inner
-            found = _find_nul(item, inner)
+                return [key]
+            found = _find_nul(item)
             if found is not None:
-                return found
+                return [str(key), *found]
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            found = _find_nul(item, f"{path}.{i}" if path else str(i))
+            found = _find_nul(item)
             if found is not None:
-                return found
+                return [str(i), *found]
     return None
 
 

@@ -9,9 +9,12 @@ if the batch fails even so, outside any one event, it is redone one transaction 
 An error that says the store cannot take writes (``store_unavailable``: disk full, locked,
 server away) is never dead-lettered: the batch stays unacknowledged and is retried, and
 ``Intake.store_error`` says why until a batch goes through again.
-Within a batch the incidents of the events' tracks are read once up front and re-sightings
-by known tracks are written together at the end (a handful of statements per new problem,
-about one per repeat sighting).
+Within a batch the incidents of the events' tracks are read once up front, and what the
+batch writes is planned in memory and written together when it flushes: new incidents with
+their tickets and audit rows (ids taken up front), track upserts, re-sightings by known
+tracks. A new problem then costs one statement (the search for an incident near it), a
+repeat sighting none; the batch flushes early only before work that reads or inserts around
+the plan (a ``cleared``, a late sensor event, a snapshot to link to its ticket).
 
 Events are applied in each device's order where it matters. A batch takes each device's
 events by ``seq``; across batches ``track_seqs`` keeps the newest applied event of every camera
@@ -43,12 +46,12 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, case, insert, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, case, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -74,6 +77,7 @@ from dispatcher.lifecycle import Status, Transition
 from dispatcher.reasons import CloseReason, Reason, ReasonCode
 from dispatcher.store.schema import (
     UtcDateTime,
+    audit,
     dead_letters,
     devices,
     events,
@@ -120,6 +124,21 @@ _NEARBY = select(
     incidents.c.lon.between(bindparam("b_lon0"), bindparam("b_lon1")),
 )
 _INSERT_INCIDENT = insert(incidents).returning(incidents.c.id)
+# The rows of new incidents, their tickets and audit rows, inserted together when a batch
+# flushes, with ids taken up front: on SQLite the next ones after the largest (the batch
+# holds the write lock, and everything else that inserts flushes first), on PostgreSQL from
+# the sequences.
+_ADD_INCIDENTS = insert(incidents)
+_ADD_TICKETS = insert(tickets_table)
+_ADD_AUDIT = insert(audit)
+_LARGEST_IDS = select(
+    select(func.max(incidents.c.id)).scalar_subquery(),
+    select(func.max(tickets_table.c.id)).scalar_subquery(),
+)
+_NEXT_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('incidents', 'id')), "
+    "nextval(pg_get_serial_sequence('tickets', 'id'))"
+)
 _INCIDENT = select(
     incidents.c.last_seen,
     incidents.c.camera_ids,
@@ -390,6 +409,25 @@ def _seq_of(o: Observation | str) -> int:
     return o.seq if isinstance(o, Observation) else 0
 
 
+def touched(incident: Mapping[Any, Any], o: Observation) -> dict[str, Any]:
+    """An open incident's new values once another track (or camera, or sensor) saw it too."""
+    cams = list(incident["camera_ids"] or [])
+    if o.source_type == "camera" and o.source_id not in cams:
+        cams.append(o.source_id)
+    keys = list(incident["track_keys"] or [])
+    key = o.key
+    if key and key not in keys:
+        keys.append(key)
+    return {
+        "last_seen": max(incident["last_seen"], o.ts),
+        "camera_ids": cams,
+        "track_keys": keys,
+        "bbox": list(o.bbox) if o.bbox else incident["bbox"],
+        "events": incident["events"] + 1,
+        "cleared_at": None,
+    }
+
+
 @dataclass
 class IntakeStats:
     received: int = 0
@@ -426,10 +464,24 @@ class BatchContext:
     advanced: dict[str, dict[str, Any]] = field(default_factory=dict)
     sensor_rows: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     late: int = 0
+    # Rows to insert when the batch flushes (``Intake.flush``): new incidents by their id
+    # (taken up front), their tickets and audit rows, and track upserts by track key.
+    new_incidents: dict[int, dict[str, Any]] = field(default_factory=dict)
+    new_tickets: list[dict[str, Any]] = field(default_factory=list)
+    new_audit: list[dict[str, Any]] = field(default_factory=list)
+    track_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # SQLite: the (incident, ticket) ids the next new incident takes; read after each flush.
+    next_ids: tuple[int, int] | None = None
 
     def reset(self) -> None:
-        """Forget the cached load (a rolled-back savepoint may have changed it)."""
+        """Forget the cached load and anything planned (a savepoint was rolled back)."""
         self._load = None
+        self.new_incidents.clear()
+        self.new_tickets.clear()
+        self.new_audit.clear()
+        self.track_rows.clear()
+        self.seen.clear()
+        self.next_ids = None
 
     def forget_incident(self, incident_id: int) -> None:
         """The incident closed: its tracks no longer lead to an open incident."""
@@ -843,7 +895,7 @@ class Intake:
                     ctx.reset()
                     ctx.opened = opened
                     self._dead_letter(conn, d, internal_error(exc), received_at, ctx)
-            ctx.flush_seen()
+            self.flush(ctx)
             if ctx.advanced:
                 conn.execute(self._upsert_newest, list(ctx.advanced.values()))
             if rows:
@@ -928,6 +980,7 @@ class Intake:
             if key is not None:
                 self._advance(conn, key, o, ctx)
         if evidence_id is not None and incident_id is not None:
+            self.flush(ctx)  # the incident's ticket may be still to insert
             ticket_id = conn.execute(
                 select(tickets_table.c.id).where(tickets_table.c.incident_id == incident_id)
             ).scalar()
@@ -955,6 +1008,8 @@ class Intake:
         }
         if ctx.cached and o.source_type == "sensor":
             ctx.sensor_rows.setdefault((o.device_id, o.source_id), []).append(row)
+        if not ctx.cached:
+            self.flush(ctx)
         return row
 
     def _merge(self, conn: Connection, o: Observation, ctx: BatchContext) -> int | None:
@@ -963,7 +1018,7 @@ class Intake:
         incident, own_track = self._find_incident(conn, o, ctx)
         if o.state == "cleared":
             if incident is not None:
-                ctx.flush_seen()
+                self.flush(ctx)
                 self._cleared(conn, incident, o, ctx)
             return incident.id if incident else None
         if incident is None:
@@ -971,8 +1026,13 @@ class Intake:
         if own_track:
             self._seen_again(ctx, incident.id, o)
             return incident.id
-        ctx.flush_seen()
-        self._touch(conn, incident, o)
+        planned = ctx.new_incidents.get(incident.id)
+        if planned is not None:
+            planned.update(touched(planned, o))
+            self._track(ctx, incident.id, o)
+        else:
+            ctx.flush_seen()  # its box, before the sighting's own
+            self._touch(conn, incident, o, ctx)
         if ctx.cached and o.key is not None:
             ctx.tracks[o.key] = (incident, False)
         return incident.id
@@ -1053,6 +1113,7 @@ class Intake:
         in-order delivery would have: an incident with a ticket opened at its ``new`` and
         cancelled (cleared by the sensor) at its ``cleared``. Nobody is sent: the problem was
         gone before we knew of it. The sensor's track stays with the newer incident."""
+        self.flush(ctx)  # what the batch planned goes first: this inserts with new ids
         incident = self._incident_row(o, first_seen=new.ts, track_keys=[key], events=2)
         incident["last_seen"] = max(new.ts, cleared.ts)
         incident["cleared_at"] = cleared.ts
@@ -1103,6 +1164,13 @@ class Intake:
 
     def _seen_again(self, ctx: BatchContext, incident_id: int, o: Observation) -> None:
         """One more sighting by a track already on the incident: last seen, count, box."""
+        planned = ctx.new_incidents.get(incident_id)
+        if planned is not None:  # opened by this batch: not in the table yet
+            planned["last_seen"] = max(planned["last_seen"], o.ts)
+            planned["events"] += 1
+            planned["bbox"] = list(o.bbox) if o.bbox is not None else planned["bbox"]
+            planned["cleared_at"] = None
+            return
         pending = ctx.seen.get(incident_id) if ctx.cached else None
         if pending is None:
             pending = {"b_id": incident_id, "b_ts": o.ts, "b_n": 0}
@@ -1156,16 +1224,27 @@ class Intake:
                 "b_lon1": o.lon + dlon,
             },
         ).all()
+        nearby: list[Mapping[Any, Any]] = [row._mapping for row in rows]
         pending = ctx.seen if ctx is not None else {}
+        if ctx is not None:  # incidents the batch opened and has still to insert
+            nearby += [
+                r
+                for r in ctx.new_incidents.values()
+                if r["kind"] == o.kind
+                and abs(r["lat"] - o.lat) <= dlat
+                and abs(r["lon"] - o.lon) <= dlon
+            ]
         candidates = [
             OpenIncident(
-                r.id,
-                r.kind,
-                r.lat,
-                r.lon,
-                max(r.last_seen, pending[r.id]["b_ts"]) if r.id in pending else r.last_seen,
+                r["id"],
+                r["kind"],
+                r["lat"],
+                r["lon"],
+                max(r["last_seen"], pending[r["id"]]["b_ts"])
+                if r["id"] in pending
+                else r["last_seen"],
             )
-            for r in rows
+            for r in nearby
         ]
         return match_incident(
             kind=o.kind,
@@ -1177,22 +1256,50 @@ class Intake:
             candidates=candidates,
         ), False
 
-    def _track(self, conn: Connection, incident_id: int, o: Observation) -> None:
+    def _track(self, ctx: BatchContext, incident_id: int, o: Observation) -> None:
         """Attach the observation's track (or sensor) to the incident, seen now (a track that
-        belonged to a closed incident moves to this one)."""
+        belonged to a closed incident moves to this one), when the batch flushes."""
         key = o.key
         if key is None:
             return
-        conn.execute(
-            self._upsert_track,
-            {
-                "track_key": key,
-                "incident_id": incident_id,
-                "first_seen": o.ts,
-                "last_seen": o.ts,
-                "cleared_at": None,
-            },
-        )
+        planned = ctx.track_rows.get(key)
+        ctx.track_rows[key] = {
+            "track_key": key,
+            "incident_id": incident_id,
+            "first_seen": o.ts if planned is None else planned["first_seen"],
+            "last_seen": o.ts,
+            "cleared_at": None,
+        }
+
+    def flush(self, ctx: BatchContext) -> None:
+        """Insert what the batch planned (new incidents, their tickets and audit rows, in the
+        order they were opened; track upserts) and write the pending re-sightings, so the
+        tables hold everything the batch did so far."""
+        conn = ctx.conn
+        if ctx.new_incidents:
+            conn.execute(_ADD_INCIDENTS, list(ctx.new_incidents.values()))
+            conn.execute(_ADD_TICKETS, ctx.new_tickets)
+            conn.execute(_ADD_AUDIT, ctx.new_audit)
+            ctx.new_incidents.clear()
+            ctx.new_tickets.clear()
+            ctx.new_audit.clear()
+        ctx.next_ids = None  # whatever inserts next may take the next ids itself
+        if ctx.track_rows:
+            conn.execute(self._upsert_track, list(ctx.track_rows.values()))
+            ctx.track_rows.clear()
+        ctx.flush_seen()
+
+    def _take_ids(self, ctx: BatchContext) -> tuple[int, int]:
+        """Ids for a new incident and its ticket."""
+        if self._postgres:
+            incident_id, ticket_id = ctx.conn.execute(_NEXT_IDS).one()
+            return int(incident_id), int(ticket_id)
+        if ctx.next_ids is None:
+            largest = ctx.conn.execute(_LARGEST_IDS).one()
+            ctx.next_ids = ((largest[0] or 0) + 1, (largest[1] or 0) + 1)
+        ids = ctx.next_ids
+        ctx.next_ids = (ids[0] + 1, ids[1] + 1)
+        return ids
 
     def _incident_row(
         self, o: Observation, *, first_seen: datetime, track_keys: list[str], events: int
@@ -1222,49 +1329,37 @@ class Intake:
         if o.source_type == "camera":
             incident["camera_ids"] = [o.source_id]
         incident["bbox"] = list(o.bbox) if o.bbox else None
-        incident_id = int(conn.execute(_INSERT_INCIDENT, incident).scalar_one())
+        incident_id, ticket_id = self._take_ids(ctx)
         incident["id"] = incident_id
-        self._track(conn, incident_id, o)
-        if ctx.cached and key is not None:
-            ctx.tracks[key] = (OpenIncident(incident_id, o.kind, o.lat, o.lon, o.ts, (key,)), False)
         actor = f"device:{o.device_id}" if o.source_type != "citizen" else "citizen:open311"
         # Assigned at receive time: a device's late-delivered event still gets a worker who
         # is on duty now.
-        ticket_ops.open_assigned(
-            conn,
+        ticket, audit_rows = ticket_ops.plan_assigned(
             site=self.site,
             incident=incident,
+            ticket_id=ticket_id,
             at=o.ts,
             actor=actor,
             assign_at=max(o.ts, self.clock.now()),
             positions=ctx.positions,
             load_by_worker=ctx.load,
         )
+        ctx.new_incidents[incident_id] = incident
+        ctx.new_tickets.append(ticket)
+        ctx.new_audit.extend(audit_rows)
+        self._track(ctx, incident_id, o)
+        if ctx.cached and key is not None:
+            ctx.tracks[key] = (OpenIncident(incident_id, o.kind, o.lat, o.lon, o.ts, (key,)), False)
         ctx.opened += 1
         return incident_id
 
-    def _touch(self, conn: Connection, inc: OpenIncident, o: Observation) -> None:
+    def _touch(
+        self, conn: Connection, inc: OpenIncident, o: Observation, ctx: BatchContext
+    ) -> None:
+        """A sighting by another track of a stored open incident."""
         row = conn.execute(_INCIDENT, {"b_id": inc.id}).one()
-        cams = list(row.camera_ids or [])
-        if o.source_type == "camera" and o.source_id not in cams:
-            cams.append(o.source_id)
-        keys = list(row.track_keys or [])
-        key = o.key
-        if key and key not in keys:
-            keys.append(key)
-        conn.execute(
-            _UPDATE_INCIDENT,
-            {
-                "b_id": inc.id,
-                "last_seen": max(row.last_seen, o.ts),
-                "camera_ids": cams,
-                "track_keys": keys,
-                "bbox": list(o.bbox) if o.bbox else row.bbox,
-                "events": row.events + 1,
-                "cleared_at": None,
-            },
-        )
-        self._track(conn, inc.id, o)
+        conn.execute(_UPDATE_INCIDENT, {"b_id": inc.id, **touched(row._mapping, o)})
+        self._track(ctx, inc.id, o)
 
     def _cleared(
         self, conn: Connection, inc: OpenIncident, o: Observation, ctx: BatchContext

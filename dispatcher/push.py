@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy import Connection, Engine, text, update
 
 from broker import topics
 from broker.client import Delivery, Handler, Published
@@ -29,9 +29,9 @@ from broker.messages import Message, SupervisorAlert, TicketAction, TicketPush
 from config.site import GeoPoint, Site
 from dispatcher.assign import supervisor_for
 from dispatcher.lifecycle import Transition
-from dispatcher.shipping import ShipperThread
+from dispatcher.shipping import ShipperThread, unshipped
 from dispatcher.store.db import SqliteEngine
-from dispatcher.store.schema import audit, tickets
+from dispatcher.store.schema import audit
 from dispatcher.verify import REVIEW_ACTOR
 
 log = logging.getLogger(__name__)
@@ -180,20 +180,9 @@ class PushShipper(ShipperThread):
         return total
 
     def _pending(self, conn: Connection, after: int = 0) -> list[dict[str, Any]]:
-        rows = (
-            conn.execute(
-                select(audit, tickets)
-                .join(tickets, tickets.c.id == audit.c.ticket_id)
-                .where(audit.c.pushed.is_(False), audit.c.id > after)
-                .order_by(audit.c.id)
-                .limit(self.batch)
-            )
-            .mappings()
-            .all()
-        )
         return [
-            {"audit": {c.key: r[c] for c in audit.c}, "ticket": {c.key: r[c] for c in tickets.c}}
-            for r in rows
+            {"audit": row, "ticket": ticket}
+            for row, ticket in unshipped(conn, audit.c.pushed, after=after, limit=self.batch)
         ]
 
     def _publish(self, rows: list[dict[str, Any]], ack_timeout_s: float) -> bool:
@@ -203,11 +192,11 @@ class PushShipper(ShipperThread):
             for topic, msg in pushes_for(row["audit"], row["ticket"], self.site):
                 pending.append(self.bus.publish(topic, msg))
         deadline = time.monotonic() + ack_timeout_s
-        while not all(p.done() for p in pending):
-            if time.monotonic() > deadline or self._stop.is_set():
-                log.warning("pushes not acknowledged yet; will resend (%d rows)", len(rows))
-                return False
-            time.sleep(0.002)
+        for p in pending:
+            while not p.wait(0.1):
+                if time.monotonic() > deadline or self._stop.is_set():
+                    log.warning("pushes not acknowledged yet; will resend (%d rows)", len(rows))
+                    return False
         self.sent += len(pending)
         return True
 

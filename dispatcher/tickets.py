@@ -114,20 +114,21 @@ def create(
     return values
 
 
-def open_assigned(
-    conn: Connection,
+def plan_assigned(
     *,
     site: Site,
     incident: Mapping[str, Any],
+    ticket_id: int,
     at: datetime,
     actor: str,
     assign_at: datetime,
     positions: Mapping[str, tuple[float, float]],
     load_by_worker: MutableMapping[str, int],
-) -> dict[str, Any]:
-    """``create`` then ``assign_row`` in one insert: the ticket row is written in its state
-    after both steps, with both audit rows (opened, then assigned or escalated). The intake's
-    hot path; the history is the same as doing the two steps one after the other."""
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``create`` then ``assign_row`` as rows to insert: the ticket (id ``ticket_id``, taken
+    up front by the caller) in its state after both steps, and both audit rows (opened, then
+    assigned or escalated). The intake's hot path, which inserts the rows of many tickets
+    together; the history is the same as doing the two steps one after the other."""
     row = _new_row(site, incident, at)
     choice = choose_worker(
         site=site,
@@ -143,24 +144,13 @@ def open_assigned(
     )
     row.update(values)
     row["timer_at"] = next_timer(row)
-    row["id"] = ticket_id = conn.execute(_INSERT_TICKET, row).scalar_one()
-    conn.execute(
-        _INSERT_AUDIT,
-        [
-            audit_row(ticket_id, Transition.OPENED, None, Status.OPEN, at, actor, None, None, None),
-            audit_row(
-                ticket_id,
-                second,
-                current,
-                target,
-                assign_at,
-                SYSTEM_ACTOR,
-                worker,
-                None,
-                choice.reason,
-            ),
-        ],
-    )
+    row["id"] = ticket_id
+    audits = [
+        audit_row(ticket_id, Transition.OPENED, None, Status.OPEN, at, actor, None, None, None),
+        audit_row(
+            ticket_id, second, current, target, assign_at, SYSTEM_ACTOR, worker, None, choice.reason
+        ),
+    ]
     if choice.worker_id:
         load_by_worker[choice.worker_id] = load_by_worker.get(choice.worker_id, 0) + 1
     log.info(
@@ -171,7 +161,7 @@ def open_assigned(
         choice.reason.text,
         extra={"ticket_id": ticket_id, "worker_id": worker},
     )
-    return row
+    return row, audits
 
 
 def _new_row(site: Site, incident: Mapping[str, Any], at: datetime) -> dict[str, Any]:

@@ -326,6 +326,41 @@ def test_one_batch_with_the_whole_story_of_a_pile(desk: Desk, site: Site) -> Non
     }
 
 
+def test_a_batch_counts_every_sighting_of_the_problems_it_opens(desk: Desk, site: Site) -> None:
+    """A batch writes the incidents it opens when it ends; their re-sightings count even when
+    the same batch also updates an incident stored before (which writes pending re-sightings
+    early: those of a new incident must wait for its row)."""
+    now = desk.clock.now()
+    stored = offset(*CAM1, east_m=200)
+    desk.send(camera_event(site, "cam-01", now, track="old", position=stored))
+
+    def a(state: str, seq: int) -> Event:
+        return camera_event(site, "cam-01", now, track="a", state=state, seq=seq, position=CAM1)
+
+    desk.send(
+        a("new", 1),
+        a("update", 2),
+        camera_event(site, "cam-02", now, track="b", position=offset(*stored, east_m=5)),
+        a("update", 3),
+        camera_event(site, "cam-02", now, track="c", position=offset(*CAM1, north_m=3)),
+    )
+    older, new = desk.tickets()
+    assert desk.incident(older["incident_id"])["events"] == 2  # old, then b
+    opened = desk.incident(new["incident_id"])
+    assert opened["events"] == 4 and opened["camera_ids"] == ["cam-01", "cam-02"]
+    assert [step for step, _, _ in desk.history(new["id"])] == ["opened", "assigned"]
+    with desk.engine.connect() as conn:
+        tracks = dict(
+            conn.execute(select(incident_tracks.c.track_key, incident_tracks.c.incident_id)).all()
+        )
+    assert tracks == {
+        "edge-01/cam-01/old": older["incident_id"],
+        "edge-01/cam-02/b": older["incident_id"],
+        "edge-01/cam-01/a": new["incident_id"],
+        "edge-01/cam-02/c": new["incident_id"],
+    }
+
+
 def test_a_bad_event_in_a_batch_is_dead_lettered_alone(desk: Desk, site: Site) -> None:
     import base64
 
