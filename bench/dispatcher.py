@@ -236,6 +236,7 @@ class Dispatchers:
     def __init__(self, rig: Rig, n: int, db_url: str | None, batch: int) -> None:
         self.rig, self.urls = rig, []
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.client_ids: list[str] = []
         run_dir = rig.folder / f"run-{uuid.uuid4().hex[:6]}"
         run_dir.mkdir()
         self.db_url = db_url or f"sqlite:///{run_dir / 'state-0' / 'dispatcher.db'}"
@@ -268,6 +269,7 @@ class Dispatchers:
                 "--client-id",
                 f"{group}-{i}",
             ]
+            self.client_ids.append(f"{group}-{i}")
             if db_url:
                 args += ["--db-url", db_url]
             with open(run_dir / f"dispatcher-{i}.log", "wb") as log:
@@ -312,6 +314,26 @@ class Dispatchers:
                 p.kill()
                 p.wait()
         self.http.close()
+        self.end_sessions()
+
+    def end_sessions(self) -> None:
+        """Make the broker forget the stopped dispatchers' sessions. A dispatcher keeps its
+        session over a restart on purpose; here it would not come back, and Mosquitto would
+        go on queueing every later run's events for its shared subscription."""
+        broker = self.rig.site.broker
+        for client_id in self.client_ids:
+            bus = BusClient(
+                BusSettings(
+                    client_id=client_id,
+                    port=broker.port,
+                    username="dispatcher",
+                    password=broker.dispatcher_password,
+                    clean_start=True,
+                    session_expiry_s=0,
+                )
+            )
+            bus.start(wait_s=15)
+            bus.stop(end_session=True)
 
 
 class Devices:
