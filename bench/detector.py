@@ -24,11 +24,7 @@ import numpy as np
 import typer
 
 from bench.machine import cpu_name
-from models.ship import CHECKPOINT_HINT, SHIPPED_CHECKPOINT
-
-REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "models" / "weights" / "gridwatch-det.onnx"
-# The checkpoint the shipped ONNX was exported from (kept beside it by ``gridwatch export``).
+from models.ship import CHECKPOINT_HINT, SHIPPED_CHECKPOINT, SHIPPED_MODEL
 
 app = typer.Typer(add_completion=False)
 
@@ -78,7 +74,7 @@ def main(
     frames: list[np.ndarray] = [f for f in read if f is not None]
     if not frames:
         raise typer.BadParameter(f"no .jpg images in {folder}")
-    models = onnx or [SHIPPED]
+    models = onnx or [SHIPPED_MODEL]
     rows: list[tuple[str, float]] = []
     size = None
     for path in models:

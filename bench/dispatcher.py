@@ -250,6 +250,7 @@ class Dispatchers:
         )
         for i in range(n):
             port = free_port()
+            self.client_ids.append(f"{group}-{i}")
             args = [
                 sys.executable,
                 "-m",
@@ -267,9 +268,8 @@ class Dispatchers:
                 "--influx-db",
                 f"bench_{group}",
                 "--client-id",
-                f"{group}-{i}",
+                self.client_ids[-1],
             ]
-            self.client_ids.append(f"{group}-{i}")
             if db_url:
                 args += ["--db-url", db_url]
             with open(run_dir / f"dispatcher-{i}.log", "wb") as log:

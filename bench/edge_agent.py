@@ -34,11 +34,9 @@ import typer
 import yaml
 
 from bench.machine import cpu_name
-from models.ship import CHECKPOINT_HINT, SHIPPED_CHECKPOINT
+from models.ship import CHECKPOINT_HINT, SHIPPED_CHECKPOINT, SHIPPED_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "models" / "weights" / "gridwatch-det.onnx"
-# The checkpoint the shipped ONNX was exported from (kept beside it by ``gridwatch export``).
 SCENES = REPO / "runs" / ".cache" / "bench-edge-scenes"
 GROUND = {
     "image": [[0.05, 0.98], [0.95, 0.98], [0.75, 0.40], [0.25, 0.40]],
@@ -208,7 +206,9 @@ def detector_rate(fn: Any, frames: list[np.ndarray], runs: int) -> tuple[float, 
 
 @app.command()
 def main(
-    onnx: Annotated[Path, typer.Option(help="the ONNX model; default: the shipped one")] = SHIPPED,
+    onnx: Annotated[
+        Path, typer.Option(help="the ONNX model; default: the shipped one")
+    ] = SHIPPED_MODEL,
     pt: Annotated[
         Path, typer.Option(help="the .pt checkpoint it was exported from")
     ] = SHIPPED_CHECKPOINT,

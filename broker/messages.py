@@ -88,8 +88,8 @@ class Message(BaseModel):
     @classmethod
     def from_json(cls, payload: bytes | str) -> Self:
         """Parse a payload; any problem raises MessageError with a readable reason."""
-        escape = "\\u0000" if isinstance(payload, str) else b"\\u0000"
-        context = None if escape in payload else _NO_NUL_ESCAPE  # type: ignore[operator]
+        escaped = b"\\u0000" in payload if isinstance(payload, bytes) else "\\u0000" in payload
+        context = None if escaped else _NO_NUL_ESCAPE
         try:
             return cls.model_validate_json(payload, context=context)
         except ValidationError as exc:

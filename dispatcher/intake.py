@@ -77,7 +77,6 @@ from dispatcher.lifecycle import Status, Transition
 from dispatcher.reasons import CloseReason, Reason, ReasonCode
 from dispatcher.store.schema import (
     UtcDateTime,
-    audit,
     dead_letters,
     devices,
     events,
@@ -129,8 +128,6 @@ _INSERT_INCIDENT = insert(incidents).returning(incidents.c.id)
 # holds the write lock, and everything else that inserts flushes first), on PostgreSQL from
 # the sequences.
 _ADD_INCIDENTS = insert(incidents)
-_ADD_TICKETS = insert(tickets_table)
-_ADD_AUDIT = insert(audit)
 _LARGEST_IDS = select(
     select(func.max(incidents.c.id)).scalar_subquery(),
     select(func.max(tickets_table.c.id)).scalar_subquery(),
@@ -1023,13 +1020,15 @@ class Intake:
             return incident.id if incident else None
         if incident is None:
             return self._open(conn, o, ctx)
-        if own_track:
+        planned = ctx.new_incidents.get(incident.id)
+        if planned is not None:  # opened by this batch: its row is still to insert
+            planned.update(touched(planned, o))
+            if own_track:
+                return incident.id
+            self._track(ctx, incident.id, o)
+        elif own_track:
             self._seen_again(ctx, incident.id, o)
             return incident.id
-        planned = ctx.new_incidents.get(incident.id)
-        if planned is not None:
-            planned.update(touched(planned, o))
-            self._track(ctx, incident.id, o)
         else:
             ctx.flush_seen()  # its box, before the sighting's own
             self._touch(conn, incident, o, ctx)
@@ -1163,14 +1162,8 @@ class Intake:
         return record_evidence(conn, stored, "snapshot", at)
 
     def _seen_again(self, ctx: BatchContext, incident_id: int, o: Observation) -> None:
-        """One more sighting by a track already on the incident: last seen, count, box."""
-        planned = ctx.new_incidents.get(incident_id)
-        if planned is not None:  # opened by this batch: not in the table yet
-            planned["last_seen"] = max(planned["last_seen"], o.ts)
-            planned["events"] += 1
-            planned["bbox"] = list(o.bbox) if o.bbox is not None else planned["bbox"]
-            planned["cleared_at"] = None
-            return
+        """One more sighting of a stored incident by a track already on it: last seen, count,
+        box."""
         pending = ctx.seen.get(incident_id) if ctx.cached else None
         if pending is None:
             pending = {"b_id": incident_id, "b_ts": o.ts, "b_n": 0}
@@ -1278,8 +1271,7 @@ class Intake:
         conn = ctx.conn
         if ctx.new_incidents:
             conn.execute(_ADD_INCIDENTS, list(ctx.new_incidents.values()))
-            conn.execute(_ADD_TICKETS, ctx.new_tickets)
-            conn.execute(_ADD_AUDIT, ctx.new_audit)
+            ticket_ops.insert_planned(conn, ctx.new_tickets, ctx.new_audit)
             ctx.new_incidents.clear()
             ctx.new_tickets.clear()
             ctx.new_audit.clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -51,6 +51,7 @@ class StaleTicket(RuntimeError):
 _TICKET = select(tickets).where(tickets.c.id == bindparam("b_id"))
 _TICKET_LOCKED = _TICKET.with_for_update()
 _INSERT_TICKET = insert(tickets).returning(tickets.c.id)
+_INSERT_PLANNED = insert(tickets)  # rows whose ids the caller took up front
 _INSERT_AUDIT = insert(audit)
 _UPDATE_TICKET = update(tickets).where(
     tickets.c.id == bindparam("b_id"), tickets.c.version == bindparam("b_version")
@@ -162,6 +163,16 @@ def plan_assigned(
         extra={"ticket_id": ticket_id, "worker_id": worker},
     )
     return row, audits
+
+
+def insert_planned(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], audit_rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert tickets planned by ``plan_assigned`` and their audit rows (in the order given:
+    the audit id orders the pushes), one statement each."""
+    if rows:
+        conn.execute(_INSERT_PLANNED, list(rows))
+        conn.execute(_INSERT_AUDIT, list(audit_rows))
 
 
 def _new_row(site: Site, incident: Mapping[str, Any], at: datetime) -> dict[str, Any]:

@@ -295,9 +295,7 @@ class EdgeAgent:
                 done = self.bus.publish(
                     topics.status(self.device_id), self.status(online=False), retain=True
                 )
-                deadline = time.monotonic() + 3
-                while not done.done() and time.monotonic() < deadline:
-                    time.sleep(0.02)
+                done.wait(3)
             self.publisher.stop()
             self.bus.stop()
             self.outbox.close()

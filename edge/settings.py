@@ -431,7 +431,7 @@ def load_edge_settings(path: Path | str) -> LoadedSettings:
         data["outbox"] = {**outbox, "path": _resolve(base, outbox["path"])}
     elif isinstance(device_id, str) and (outbox is None or isinstance(outbox, dict)):
         data["outbox"] = {
-            **(data.get("outbox") or {}),
+            **(outbox or {}),
             "path": str(base / f"{device_id}-outbox.sqlite"),
         }
     data["detector"] = _resolve_detector(base, data.get("detector", dict(DEFAULT_DETECTOR)))

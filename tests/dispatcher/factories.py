@@ -26,7 +26,7 @@ from dispatcher.grids import GridIndex
 from dispatcher.intake import Intake
 from dispatcher.lifecycle import Transition
 from dispatcher.store.db import make_engine, migrate, sqlite_url
-from dispatcher.store.schema import audit, incidents, tickets
+from dispatcher.store.schema import audit, incident_tracks, incidents, tickets
 from dispatcher.timers import Timers
 from simulators.workers import after_photo
 
@@ -208,6 +208,15 @@ class Desk:
     def ticket(self, ticket_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
             return dict(ticket_ops.load(conn, ticket_id))
+
+    def track_incidents(self) -> dict[str, int]:
+        """The incident each track key leads to."""
+        with self.engine.connect() as conn:
+            return dict(
+                conn.execute(
+                    select(incident_tracks.c.track_key, incident_tracks.c.incident_id)
+                ).all()
+            )
 
     def history(self, ticket_id: int) -> list[tuple[str, str | None, str | None]]:
         """(transition, worker after, actor) per audit row, in order."""

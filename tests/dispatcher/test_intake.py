@@ -316,11 +316,7 @@ def test_one_batch_with_the_whole_story_of_a_pile(desk: Desk, site: Site) -> Non
     assert (first["status"], first["close_reason"]) == ("cancelled", "cleared_by_camera")
     assert desk.incident(first["incident_id"])["events"] == 5  # a new, b new, a×2, b update
     assert second["status"] == "assigned"  # track a seen again after its incident closed
-    with desk.engine.connect() as conn:
-        tracks = dict(
-            conn.execute(select(incident_tracks.c.track_key, incident_tracks.c.incident_id)).all()
-        )
-    assert tracks == {
+    assert desk.track_incidents() == {
         "edge-01/cam-01/a": second["incident_id"],
         "edge-01/cam-02/b": first["incident_id"],
     }
@@ -349,11 +345,7 @@ def test_a_batch_counts_every_sighting_of_the_problems_it_opens(desk: Desk, site
     opened = desk.incident(new["incident_id"])
     assert opened["events"] == 4 and opened["camera_ids"] == ["cam-01", "cam-02"]
     assert [step for step, _, _ in desk.history(new["id"])] == ["opened", "assigned"]
-    with desk.engine.connect() as conn:
-        tracks = dict(
-            conn.execute(select(incident_tracks.c.track_key, incident_tracks.c.incident_id)).all()
-        )
-    assert tracks == {
+    assert desk.track_incidents() == {
         "edge-01/cam-01/old": older["incident_id"],
         "edge-01/cam-02/b": older["incident_id"],
         "edge-01/cam-01/a": new["incident_id"],
