@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 DEMO_APT := mosquitto influxdb python3-venv
-TEST_APT := $(DEMO_APT) mosquitto-clients chromium postgresql fonts-wqy-microhei
+TEST_APT := $(DEMO_APT) mosquitto-clients chromium postgresql fonts-wqy-microhei openssl
 
 .PHONY: demo test lint bench model apt-demo apt-test help
 

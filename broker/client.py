@@ -14,14 +14,18 @@ broker redelivers anything the process did not finish (the dispatcher acks after
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.client import DISCONNECT, PUBLISH
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -121,6 +125,129 @@ NO_MATCHING_SUBSCRIBERS = 0x10
 ROUTE_CACHE_SIZE = 50_000
 
 
+class _BufferedSocket:
+    """The broker connection with a read buffer in front.
+
+    paho reads each packet's type and length a byte at a time, a system call each (and a
+    hand-over of the GIL each, which the intake thread then makes it wait for). This takes
+    whatever has arrived in one call and hands it out from memory. ``pending()`` is the hook
+    paho's loop has for bytes a TLS socket holds already: with bytes here it does not wait on
+    the socket. Everything else goes to the socket itself.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._at = 0
+
+    def recv(self, bufsize: int) -> bytes:
+        if self._at >= len(self._data):
+            self._data, self._at = self._sock.recv(self.CHUNK), 0
+        at = self._at
+        out = self._data[at : at + bufsize]
+        self._at = at + len(out)
+        return out
+
+    def buffered(self) -> int:
+        return len(self._data) - self._at
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return self.buffered() + int(inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _needs_nothing_after_write(packet: Mapping[str, Any]) -> bool:
+    """paho acts once these are written: a QoS 0 publish (its callback) and DISCONNECT."""
+    command = packet["command"] & 0xF0
+    return not (command == PUBLISH and packet["qos"] == 0) and command != DISCONNECT
+
+
+class _Client(mqtt.Client):
+    """paho's client reading through ``_BufferedSocket`` and writing queued packets together.
+
+    Stock paho 2.x reads one packet per pass of its loop (a select() each) and writes each
+    packet with a send() of its own: at thousands of QoS 1 messages a second (each with its
+    PUBACK) that was a third of the dispatcher's CPU. Tied to paho's internals (pinned in
+    pyproject.toml); every bus test runs through it against a real Mosquitto.
+    """
+
+    def _create_socket(self) -> Any:
+        sock: Any = super()._create_socket()
+        if self._transport == "tcp":
+            # Packets leave already joined: Nagle's wait for the broker's ACK (delayed up to
+            # 40 ms) would only hold a lone push or PUBACK back.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return _BufferedSocket(sock)
+
+    # Packets read in one pass at most, so a steady stream cannot hold off the writes (acks).
+    READ_PER_PASS = 1000
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """Read the packets already buffered, not one per pass of the loop."""
+        rc = super().loop_read(max_packets)
+        for _ in range(self.READ_PER_PASS):
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not self._buffered():
+                break
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _buffered(self) -> int:
+        sock = self._sock
+        return sock.buffered() if isinstance(sock, _BufferedSocket) else 0
+
+    _wake_pending = False
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: mqtt.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        """Queue a packet for the network thread, waking it only if no wake is on its way
+        (paho wakes it once per packet: a system call each, 500 for a batch's acks)."""
+        if self._thread is None or self._sockpairW is None:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append(
+            {
+                "command": command,
+                "mid": mid,
+                "qos": qos,
+                "pos": 0,
+                "to_process": len(packet),
+                "packet": packet,
+                "info": info,
+            }
+        )
+        if not self._wake_pending:
+            self._wake_pending = True
+            with contextlib.suppress(BlockingIOError):  # the pair is full of wakes already
+                self._sockpairW.send(b"0")
+        self._call_socket_register_write()
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _packet_write(self) -> MQTTErrorCode:
+        """Join the queued packets that need nothing once written into one send."""
+        # Cleared before the queue is read: a packet queued from here on wakes the thread
+        # again; one queued before is in the queue this call writes.
+        self._wake_pending = False
+        out = self._out_packet
+        if len(out) > 1 and _needs_nothing_after_write(out[0]):
+            first = out.popleft()
+            parts = [first["packet"][first["pos"] :]]
+            while out and _needs_nothing_after_write(out[0]):
+                parts.append(out.popleft()["packet"])
+            data = b"".join(parts)
+            out.appendleft({**first, "pos": 0, "to_process": len(data), "packet": data})
+        return super()._packet_write()
+
+
 class BusError(RuntimeError):
     """The broker refused something (authorisation, a bad topic, a full queue)."""
 
@@ -147,7 +274,7 @@ class BusClient:
         self._stopping = False
         self._lock = threading.Lock()
         self.last_error: str | None = None
-        self._client = mqtt.Client(
+        self._client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,

@@ -281,12 +281,15 @@ class PushHub:
         self._following: set[str] = set()
 
     def follow(self, bus: Subscriber, topic_filter: str) -> None:
-        """Deliver ``topic_filter``'s messages from ``bus`` (once, however often it is asked)."""
+        """Deliver ``topic_filter``'s messages from ``bus`` (once, however often it is asked).
+
+        At QoS 0: a live view wants what happens now, not a replay of what the broker queued
+        while this process was away, and it costs the bus no acknowledgement per push."""
         with self._lock:
             if topic_filter in self._following:
                 return
             self._following.add(topic_filter)
-        bus.subscribe(topic_filter, self.deliver)
+        bus.subscribe(topic_filter, self.deliver, qos=0)
 
     def subscribe(self, *channels: str) -> queue.Queue[LivePush]:
         q: queue.Queue[LivePush] = queue.Queue(maxsize=1000)

@@ -160,7 +160,7 @@ class Dispatcher:
         self.bus.subscribe(topics.shared(topics.all_edge("event"), group), self.intake.submit)
         self.bus.subscribe(topics.shared(topics.all_edge("cmd/result"), group), self._on_result)
         self.bus.subscribe(topics.all_edge("status"), self._on_status)
-        self.bus.subscribe(f"{topics.ROOT}/worker/+/tickets", self.hub.deliver)
+        self.hub.follow(self.bus, f"{topics.ROOT}/worker/+/tickets")
         if self.settings.placeholder_secret:
             log.warning(
                 "GW_SECRET_KEY is not set (or is the placeholder %r): anyone can sign tokens "

@@ -11,6 +11,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -102,6 +104,25 @@ def bus_factory(site: Site, port: int) -> tuple[DeviceFactory, list[BusClient]]:
         return bus
 
     return connect, made
+
+
+@contextmanager
+def broker_of_its_own(
+    site: Site, folder: Path, opts: BrokerOptions | None = None
+) -> Iterator[tuple[MosquittoServer, DeviceFactory]]:
+    """A Mosquitto that only one test uses (the site's accounts and ACL, ``opts`` on a free
+    port, state in ``folder``) and a factory of connections to it; all closed afterwards."""
+    server = MosquittoServer(
+        folder, site_accounts(site), replace(opts or BrokerOptions(), port=free_port())
+    )
+    server.start()
+    connect, made = bus_factory(site, server.port)
+    try:
+        yield server, connect
+    finally:
+        for bus in made:
+            bus.stop()
+        server.stop()
 
 
 @pytest.fixture

@@ -17,21 +17,16 @@ import pytest
 
 from broker import topics
 from broker.client import BusClient
-from broker.mosquitto import BrokerOptions, MosquittoServer, free_port, site_accounts
+from broker.mosquitto import MosquittoServer
 from config.site import Site
-from tests.conftest import DeviceFactory, bus_factory, wait_until
+from tests.conftest import DeviceFactory, broker_of_its_own, wait_until
 
 
 @pytest.fixture
 def own_broker(site: Site, tmp_path: Path) -> Iterator[tuple[MosquittoServer, DeviceFactory]]:
     """A Mosquitto that only this test uses (same accounts and ACL), and connections to it."""
-    server = MosquittoServer(tmp_path, site_accounts(site), BrokerOptions(port=free_port()))
-    server.start()
-    connect, made = bus_factory(site, server.port)
-    yield server, connect
-    for bus in made:
-        bus.stop()
-    server.stop()
+    with broker_of_its_own(site, tmp_path) as pair:
+        yield pair
 
 
 def answer(device: BusClient, payload: bytes) -> str:

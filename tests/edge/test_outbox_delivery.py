@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,11 @@ import pytest
 from broker import topics
 from broker.client import BusClient, Delivery
 from broker.messages import Event
-from broker.mosquitto import BrokerOptions, MosquittoServer, free_port, site_accounts
+from broker.mosquitto import BrokerOptions, MosquittoServer
 from config.site import Site
 from edge.agent import EdgeAgent
 from edge.settings import load_edge_settings
-from tests.conftest import DeviceFactory, bus_factory, wait_until
+from tests.conftest import DeviceFactory, broker_of_its_own, wait_until
 from tests.edge.conftest import edge_yaml
 from tests.edge.test_store_and_forward import SENSOR, pty_line
 
@@ -85,16 +85,9 @@ class Rig:
 @pytest.fixture
 def rig(site: Site, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     opts: BrokerOptions = getattr(request, "param", BrokerOptions())
-    broker = MosquittoServer(
-        tmp_path / "broker", site_accounts(site), replace(opts, port=free_port())
-    )
-    broker.start()
-    connect, made = bus_factory(site, broker.port)
-    password = site.broker.dispatcher_password.get_secret_value()
-    yield Rig(broker, connect, Dispatcher(connect, password), tmp_path, site)
-    for bus in made:
-        bus.stop()
-    broker.stop()
+    with broker_of_its_own(site, tmp_path / "broker", opts) as (broker, connect):
+        password = site.broker.dispatcher_password.get_secret_value()
+        yield Rig(broker, connect, Dispatcher(connect, password), tmp_path, site)
 
 
 def start_agent(rig: Rig, tty: str, **outbox: Any) -> EdgeAgent:

@@ -16,21 +16,15 @@ import pytest
 
 from broker import topics
 from broker.client import Delivery
-from broker.mosquitto import BrokerOptions, MosquittoServer, free_port, site_accounts
 from config.site import Site
-from tests.conftest import DeviceFactory, bus_factory, wait_until
+from tests.conftest import DeviceFactory, broker_of_its_own, wait_until
 
 
 @pytest.fixture
 def own_broker(site: Site, tmp_path: Path) -> Iterator[DeviceFactory]:
     """Connections to a Mosquitto that only this test uses (same accounts and ACL)."""
-    server = MosquittoServer(tmp_path, site_accounts(site), BrokerOptions(port=free_port()))
-    server.start()
-    connect, made = bus_factory(site, server.port)
-    yield connect
-    for bus in made:
-        bus.stop()
-    server.stop()
+    with broker_of_its_own(site, tmp_path) as (_, connect):
+        yield connect
 
 
 def test_unrouted_publish_is_not_reported_as_acknowledged(
