@@ -202,6 +202,7 @@ evidence = Table(
     Column("bytes", Integer, nullable=False),
     Column("ticket_id", Integer, ForeignKey("tickets.id")),
     Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_evidence_ticket", "ticket_id"),
 )
 
 dead_letters = Table(
