@@ -16,6 +16,9 @@ opens a ticket, three merge. Measured:
   committed them all (offered as fast as possible in "flood" runs: the maximum sustainable);
 - event-to-push latency: from publishing a problem's first event to receiving the first push
   about its ticket (the worker's "assigned", or the supervisor's alert when nobody is on duty);
+- CPU ms/event: the dispatcher processes' CPU time (user + system) over that same span, per
+  event: steadier than the rates on a host whose speed drifts, and what one process's single
+  core (Python's GIL) is spent on;
 - lost / duplicated tickets: problems with no ticket / with more than one, read from the store.
 
 Runs: embedded SQLite with batched intake, the same with one transaction per event (the
@@ -170,6 +173,7 @@ class Run:
     published_s: float = 0.0
     processed_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0  # the dispatcher processes' CPU time from the first publish to the end
     tickets: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -178,6 +182,10 @@ class Run:
     @property
     def processed_rate(self) -> float:
         return self.events / self.processed_s if self.processed_s else 0.0
+
+    @property
+    def cpu_ms_per_event(self) -> float | None:
+        return 1000 * self.cpu_s / self.events if self.cpu_s and self.events else None
 
     def pct(self, q: float) -> float | None:
         if not self.latencies_ms:
@@ -303,6 +311,15 @@ class Dispatchers:
                 return -1
         return total
 
+    def cpu_s(self) -> float:
+        """CPU time the dispatcher processes have used so far (user + system, Linux)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for p in self.procs:
+            stat = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(stat[11]) + int(stat[12])) / tick
+        return total
+
     def stop(self) -> None:
         for p in self.procs:
             if p.poll() is None:
@@ -411,6 +428,7 @@ def measure(
     devices.reset()
     first_pub: dict[int, float] = {}
     try:
+        cpu0 = procs.cpu_s()
         t0 = time.monotonic()
         for i, (p, topic, device, body) in enumerate(payloads):
             if run.offered is not None:
@@ -427,6 +445,7 @@ def measure(
                 break
             time.sleep(POLL_S)
         run.processed_s = time.monotonic() - t0
+        run.cpu_s = procs.cpu_s() - cpu0
         time.sleep(1.0)  # let the last pushes arrive
     finally:
         procs.stop()
@@ -457,16 +476,20 @@ def table(runs: list[Run]) -> list[str]:
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x:.0f}"
 
+    def cpu(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
     lines = [
         "| store | intake | processes | offered ev/s | processed ev/s | p50 ms | p99 ms "
-        "| tickets | lost | duplicated |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU ms/event | tickets | lost | duplicated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         offered = "max (flood)" if r.offered is None else f"{r.offered:.0f}"
         lines.append(
             f"| {r.store} | {r.intake} | {r.processes} | {offered} | {r.processed_rate:.0f} | "
-            f"{ms(r.pct(0.5))} | {ms(r.pct(0.99))} | {r.tickets}/{r.problems} | {r.lost} | "
+            f"{ms(r.pct(0.5))} | {ms(r.pct(0.99))} | {cpu(r.cpu_ms_per_event)} | "
+            f"{r.tickets}/{r.problems} | {r.lost} | "
             f"{r.duplicated} |" + (f" {r.error}" if r.error else "")
         )
     return lines
