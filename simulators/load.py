@@ -32,6 +32,7 @@ import os
 import random
 import resource
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -667,19 +668,27 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> N
     raise RuntimeError(f"the dispatcher did not become healthy within {timeout_s}s")
 
 
+# What a run writes in its state folder (and removes again before the next run).
+RUN_PARTS = ("site", "broker", "influxdb", "dispatcher", "logs")
+
+
 def run_load(state: Path, plan: LoadPlan, say: Any = print) -> dict[str, Any]:
     """Run the whole load test in ``state``; returns the results (also in results.json)."""
     raise_fd_limit()
     state = state.resolve()
     state.mkdir(parents=True, exist_ok=True)
+    # A run starts from nothing: a store left by an earlier run (same seed, same places) would
+    # merge this run's problems into its open incidents and spoil every figure.
+    for part in RUN_PARTS:
+        if (state / part).exists():
+            say(f"removing the previous run's {part} in {state}")
+            shutil.rmtree(state / part)
     site_file, env = write_load_site(state / "site", plan)
     env["GW_MQTT_PORT"] = str(free_port())
     os.environ.update(env)
     site = load_site(site_file)
     logs = state / "logs"
     logs.mkdir(exist_ok=True)
-    for old in logs.glob("shard-*"):
-        old.unlink()
     broker = MosquittoServer(
         state / "broker", site_accounts(site), BrokerOptions(port=site.broker.port)
     )
@@ -798,6 +807,7 @@ def run_load(state: Path, plan: LoadPlan, say: Any = print) -> dict[str, Any]:
         )
         time.sleep(5)
         sampler.stop()
+        pushes.bus.stop(end_session=True)
         results = _results(state, plan, sent, pushes, sampler, drained_s, started_at, logs, start)
         (state / "results.json").write_text(json.dumps(results, indent=1, default=str))
         return results
