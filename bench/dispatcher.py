@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Annotated
 
 import httpx
+import psutil
 import typer
 import yaml
 from sqlalchemy import create_engine, func, select, text
@@ -312,13 +313,8 @@ class Dispatchers:
         return total
 
     def cpu_s(self) -> float:
-        """CPU time the dispatcher processes have used so far (user + system, Linux)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for p in self.procs:
-            stat = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(stat[11]) + int(stat[12])) / tick
-        return total
+        """CPU time the dispatcher processes have used so far (user + system)."""
+        return sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in self.procs)
 
     def stop(self) -> None:
         for p in self.procs:

@@ -14,7 +14,6 @@ broker redelivers anything the process did not finish (the dispatcher acks after
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import ssl
@@ -161,6 +160,26 @@ class _BufferedSocket:
         return getattr(self._sock, name)
 
 
+class _Wake:
+    """The sending end of paho's wake-up pair, sending one wake for a run of queued packets:
+    paho sends one per packet (a batch's 500 acks were 500 system calls in the intake thread).
+    ``_Client._packet_write`` re-arms it before it reads the queue. A new pair (a reconnect,
+    a new loop thread) starts armed."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self.armed = True
+
+    def send(self, data: bytes) -> int:
+        if not self.armed:
+            return 0  # a wake is on its way: the thread will find this packet in the queue
+        self.armed = False
+        return int(self._sock.send(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 def _needs_nothing_after_write(packet: Mapping[str, Any]) -> bool:
     """paho acts once these are written: a QoS 0 publish (its callback) and DISCONNECT."""
     command = packet["command"] & 0xF0
@@ -200,43 +219,23 @@ class _Client(mqtt.Client):
         sock = self._sock
         return sock.buffered() if isinstance(sock, _BufferedSocket) else 0
 
-    _wake_pending = False
+    # paho wakes its network thread through this socket pair, a send per queued packet;
+    # wrapped so that a run of queued packets sends one (see ``_Wake``).
+    @property
+    def _sockpairW(self) -> Any:
+        return self.__dict__.get("_wake")
 
-    def _packet_queue(
-        self,
-        command: int,
-        packet: bytes | bytearray,
-        mid: int,
-        qos: int,
-        info: mqtt.MQTTMessageInfo | None = None,
-    ) -> MQTTErrorCode:
-        """Queue a packet for the network thread, waking it only if no wake is on its way
-        (paho wakes it once per packet: a system call each, 500 for a batch's acks)."""
-        if self._thread is None or self._sockpairW is None:
-            return super()._packet_queue(command, packet, mid, qos, info)
-        self._out_packet.append(
-            {
-                "command": command,
-                "mid": mid,
-                "qos": qos,
-                "pos": 0,
-                "to_process": len(packet),
-                "packet": packet,
-                "info": info,
-            }
-        )
-        if not self._wake_pending:
-            self._wake_pending = True
-            with contextlib.suppress(BlockingIOError):  # the pair is full of wakes already
-                self._sockpairW.send(b"0")
-        self._call_socket_register_write()
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
+    @_sockpairW.setter
+    def _sockpairW(self, sock: Any) -> None:
+        self.__dict__["_wake"] = None if sock is None else _Wake(sock)
 
     def _packet_write(self) -> MQTTErrorCode:
         """Join the queued packets that need nothing once written into one send."""
-        # Cleared before the queue is read: a packet queued from here on wakes the thread
+        # Re-armed before the queue is read: a packet queued from here on wakes the thread
         # again; one queued before is in the queue this call writes.
-        self._wake_pending = False
+        wake = self._sockpairW
+        if wake is not None:
+            wake.armed = True
         out = self._out_packet
         if len(out) > 1 and _needs_nothing_after_write(out[0]):
             first = out.popleft()

@@ -704,6 +704,7 @@ def run_load(state: Path, plan: LoadPlan, say: Any = print) -> dict[str, Any]:
         PYTHONUNBUFFERED="1",
     )
     procs: list[subprocess.Popen[bytes]] = []
+    pushes: PushTimes | None = None
     started_at = datetime.now(UTC)
     try:
         broker.start()
@@ -807,7 +808,6 @@ def run_load(state: Path, plan: LoadPlan, say: Any = print) -> dict[str, Any]:
         )
         time.sleep(5)
         sampler.stop()
-        pushes.bus.stop(end_session=True)
         results = _results(state, plan, sent, pushes, sampler, drained_s, started_at, logs, start)
         (state / "results.json").write_text(json.dumps(results, indent=1, default=str))
         return results
@@ -820,6 +820,8 @@ def run_load(state: Path, plan: LoadPlan, say: Any = print) -> dict[str, Any]:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if pushes is not None:
+            pushes.bus.stop(end_session=True)
         influx.stop()
         broker.stop()
 
